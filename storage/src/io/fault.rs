@@ -1,0 +1,261 @@
+//! A fault-injecting file system: fails the Nth operation of a kind.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::{LockGuard, OpenMode, VFile, Vfs};
+use crate::mmap::Mapped;
+
+/// Which operations a [`FaultPlan`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    /// `write_all_at`.
+    Write,
+    /// `sync_data` / `sync_all` of a file.
+    Sync,
+    /// `sync_dir`.
+    SyncDir,
+    /// `set_len`.
+    SetLen,
+    /// `open` (any mode) and `rename`.
+    Open,
+    /// Any of the above.
+    Any,
+}
+
+/// What the failing operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Fails with EIO.
+    Eio,
+    /// Fails with ENOSPC.
+    Enospc,
+    /// For writes: writes the first half of the buffer, then fails with EIO.
+    /// For other operations: behaves like [`FaultKind::Eio`].
+    ShortWrite,
+}
+
+/// Fail the `nth` (1-based) operation matching `op`, and — when `sticky` — every matching
+/// operation after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// Which operations count.
+    pub op: FaultOp,
+    /// The first one to fail, counting from 1 after the plan is armed.
+    pub nth: u64,
+    /// The failure.
+    pub kind: FaultKind,
+    /// Keep failing after the first.
+    pub sticky: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    plan: Option<FaultPlan>,
+    seen: u64,
+    injected: u64,
+}
+
+/// Wraps a [`Vfs`] and injects failures according to the armed [`FaultPlan`].
+#[derive(Debug, Clone)]
+pub struct FaultFs {
+    inner: Arc<dyn Vfs>,
+    state: Arc<Mutex<State>>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl FaultFs {
+    /// Wraps `inner` with no plan armed.
+    #[must_use]
+    pub fn new(inner: Arc<dyn Vfs>) -> Self {
+        Self { inner, state: Arc::new(Mutex::new(State::default())) }
+    }
+
+    /// Arms a plan (replacing any previous one) and resets its counter.
+    pub fn arm(&self, plan: FaultPlan) {
+        let mut s = lock(&self.state);
+        s.plan = Some(plan);
+        s.seen = 0;
+    }
+
+    /// Disarms: nothing fails any more.
+    pub fn disarm(&self) {
+        lock(&self.state).plan = None;
+    }
+
+    /// How many failures were injected so far.
+    #[must_use]
+    pub fn injected(&self) -> u64 {
+        lock(&self.state).injected
+    }
+
+    fn check(state: &Mutex<State>, op: FaultOp) -> Option<FaultKind> {
+        let mut s = lock(state);
+        let plan = s.plan?;
+        if plan.op != FaultOp::Any && plan.op != op {
+            return None;
+        }
+        s.seen += 1;
+        let fire = if plan.sticky { s.seen >= plan.nth } else { s.seen == plan.nth };
+        if fire {
+            s.injected += 1;
+            Some(plan.kind)
+        } else {
+            None
+        }
+    }
+}
+
+fn error_for(kind: FaultKind) -> io::Error {
+    match kind {
+        FaultKind::Eio | FaultKind::ShortWrite => io::Error::from_raw_os_error(5),
+        FaultKind::Enospc => io::Error::from_raw_os_error(28),
+    }
+}
+
+impl Vfs for FaultFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VFile>> {
+        if let Some(kind) = Self::check(&self.state, FaultOp::Open) {
+            return Err(error_for(kind));
+        }
+        let inner = self.inner.open(path, mode)?;
+        Ok(Arc::new(FaultFile { inner, state: Arc::clone(&self.state), path: path.to_path_buf() }))
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dir(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if let Some(kind) = Self::check(&self.state, FaultOp::Open) {
+            return Err(error_for(kind));
+        }
+        self.inner.rename(from, to)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        if let Some(kind) = Self::check(&self.state, FaultOp::SyncDir) {
+            return Err(error_for(kind));
+        }
+        self.inner.sync_dir(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.inner.exists(path)
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        self.inner.lock(path)
+    }
+
+    fn available_space(&self, path: &Path) -> Option<u64> {
+        self.inner.available_space(path)
+    }
+}
+
+#[derive(Debug)]
+struct FaultFile {
+    inner: Arc<dyn VFile>,
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+}
+
+impl VFile for FaultFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        match FaultFs::check(&self.state, FaultOp::Write) {
+            None => self.inner.write_all_at(buf, offset),
+            Some(FaultKind::ShortWrite) => {
+                let half = buf.len() / 2;
+                self.inner.write_all_at(&buf[..half], offset)?;
+                Err(error_for(FaultKind::ShortWrite))
+            }
+            Some(kind) => Err(error_for(kind)),
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        if let Some(kind) = FaultFs::check(&self.state, FaultOp::Sync) {
+            return Err(error_for(kind));
+        }
+        self.inner.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        if let Some(kind) = FaultFs::check(&self.state, FaultOp::Sync) {
+            return Err(error_for(kind));
+        }
+        self.inner.sync_all()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        if let Some(kind) = FaultFs::check(&self.state, FaultOp::SetLen) {
+            return Err(error_for(kind));
+        }
+        self.inner.set_len(len)
+    }
+
+    fn map(&self) -> io::Result<Option<Mapped>> {
+        self.inner.map()
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::SimFs;
+
+    #[test]
+    fn fails_the_nth_write_only() {
+        let fs = FaultFs::new(Arc::new(SimFs::new()));
+        let f = fs.open(Path::new("/a"), OpenMode::CreateNew).expect("open");
+        fs.arm(FaultPlan { op: FaultOp::Write, nth: 2, kind: FaultKind::Enospc, sticky: false });
+        assert!(f.write_all_at(b"one", 0).is_ok());
+        let err = f.write_all_at(b"two", 3).expect_err("second write fails");
+        assert_eq!(err.raw_os_error(), Some(28));
+        assert!(f.write_all_at(b"three", 3).is_ok());
+        assert!(f.sync_data().is_ok(), "syncs are not counted by a Write plan");
+        assert_eq!(fs.injected(), 1);
+    }
+
+    #[test]
+    fn short_write_writes_half() {
+        let fs = FaultFs::new(Arc::new(SimFs::new()));
+        let f = fs.open(Path::new("/a"), OpenMode::CreateNew).expect("open");
+        fs.arm(FaultPlan { op: FaultOp::Write, nth: 1, kind: FaultKind::ShortWrite, sticky: true });
+        assert!(f.write_all_at(b"abcdef", 0).is_err());
+        assert_eq!(f.len().expect("len"), 3);
+        assert!(f.write_all_at(b"x", 0).is_err(), "sticky plan keeps failing");
+    }
+
+    #[test]
+    fn sync_eio() {
+        let fs = FaultFs::new(Arc::new(SimFs::new()));
+        let f = fs.open(Path::new("/a"), OpenMode::CreateNew).expect("open");
+        fs.arm(FaultPlan { op: FaultOp::Sync, nth: 1, kind: FaultKind::Eio, sticky: false });
+        assert_eq!(f.sync_data().expect_err("eio").raw_os_error(), Some(5));
+    }
+}

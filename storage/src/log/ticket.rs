@@ -1,0 +1,140 @@
+//! Tickets: the handle an append returns, completed by the group-commit leader.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
+
+use super::Shared;
+use crate::error::Result;
+
+/// What a completed append reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record of the append.
+    pub first_offset: u64,
+    /// Offset of the last record of the append.
+    pub last_offset: u64,
+    /// True when an fsync covering the records completed before the acknowledgement.
+    pub synced: bool,
+}
+
+impl Appended {
+    /// Number of records.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.last_offset - self.first_offset + 1
+    }
+}
+
+/// Who to wake when the slot completes.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    Nobody,
+    Thread(Thread),
+    Task(Waker),
+}
+
+#[derive(Debug)]
+pub(crate) struct SlotState {
+    pub(crate) result: Option<Result<Appended>>,
+    pub(crate) wake: Wake,
+    /// Set by a finishing leader: the waiter should take over leadership.
+    pub(crate) lead: bool,
+}
+
+/// The completion cell of one append, shared by its ticket and the queue.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+}
+
+impl Slot {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self { state: Mutex::new(SlotState { result: None, wake: Wake::Nobody, lead: false }) })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores the result and returns whom to wake (outside any lock).
+    pub(crate) fn complete(&self, result: Result<Appended>) -> Wake {
+        let mut s = self.lock();
+        s.result = Some(result);
+        std::mem::replace(&mut s.wake, Wake::Nobody)
+    }
+
+    /// Asks a blocked waiter to take over leadership; returns whom to wake.
+    pub(crate) fn hand_lead(&self) -> Option<Thread> {
+        let mut s = self.lock();
+        if s.result.is_some() {
+            return None;
+        }
+        match &s.wake {
+            Wake::Thread(t) => {
+                let t = t.clone();
+                s.lead = true;
+                Some(t)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Wake {
+    pub(crate) fn wake(self) {
+        match self {
+            Self::Nobody => {}
+            Self::Thread(t) => t.unpark(),
+            Self::Task(w) => w.wake(),
+        }
+    }
+}
+
+/// The pending result of an append. Wait for it with [`Ticket::wait`] (blocking: the
+/// calling thread may itself perform the group commit, with no thread hand-off) or
+/// `.await` it (the log's background committer performs the commit).
+#[derive(Debug)]
+#[must_use = "an append is not acknowledged until its ticket completes"]
+pub struct Ticket {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Ticket {
+    /// Blocks until the records are durable under their durability, committing as the
+    /// group-commit leader when no other thread is.
+    ///
+    /// # Errors
+    /// The failure of the batch (the log is then poisoned), or `Poisoned` / `Closed`.
+    pub fn wait(self) -> Result<Appended> {
+        self.shared.wait_blocking(&self.slot)
+    }
+
+    /// The result when already complete, without blocking.
+    pub fn try_result(&self) -> Option<Result<Appended>> {
+        let s = self.slot.lock();
+        s.result.as_ref().map(|r| match r {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(super::clone_error(e)),
+        })
+    }
+}
+
+impl Future for Ticket {
+    type Output = Result<Appended>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        {
+            let mut s = self.slot.lock();
+            if let Some(r) = s.result.take() {
+                return Poll::Ready(r);
+            }
+            s.wake = Wake::Task(cx.waker().clone());
+        }
+        self.shared.ensure_committer();
+        Poll::Pending
+    }
+}
