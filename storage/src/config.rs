@@ -132,7 +132,11 @@ impl LogConfig {
         if self.segment_bytes < MIN_SEGMENT_BYTES || self.segment_bytes > u64::from(u32::MAX) {
             return bad(
                 "segment_bytes",
-                format!("{} is outside {MIN_SEGMENT_BYTES}..={}", self.segment_bytes, u32::MAX),
+                format!(
+                    "{} is outside {MIN_SEGMENT_BYTES}..={}",
+                    self.segment_bytes,
+                    u32::MAX
+                ),
             );
         }
         if self.segment_max_age.is_zero() {
@@ -167,13 +171,22 @@ impl LogConfig {
             );
         }
         if self.background_sync_interval.is_zero() {
-            return bad("background_sync_interval", "must be greater than zero".into());
+            return bad(
+                "background_sync_interval",
+                "must be greater than zero".into(),
+            );
         }
         if self.retention.max_age.is_some_and(|d| d.is_zero()) {
-            return bad("retention.max_age", "must be greater than zero when set".into());
+            return bad(
+                "retention.max_age",
+                "must be greater than zero when set".into(),
+            );
         }
         if self.retention.max_bytes == Some(0) {
-            return bad("retention.max_bytes", "must be greater than zero when set".into());
+            return bad(
+                "retention.max_bytes",
+                "must be greater than zero when set".into(),
+            );
         }
         Ok(())
     }
@@ -191,22 +204,55 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases: Vec<(&str, LogConfig)> = vec![
-            ("segment_bytes", LogConfig { segment_bytes: 10, ..LogConfig::default() }),
+            (
+                "segment_bytes",
+                LogConfig {
+                    segment_bytes: 10,
+                    ..LogConfig::default()
+                },
+            ),
             (
                 "max_record_bytes",
-                LogConfig { max_record_bytes: 128 << 20, ..LogConfig::default() },
+                LogConfig {
+                    max_record_bytes: 128 << 20,
+                    ..LogConfig::default()
+                },
             ),
-            ("index_interval_bytes", LogConfig { index_interval_bytes: 0, ..LogConfig::default() }),
-            ("max_batch_bytes", LogConfig { max_batch_bytes: 0, ..LogConfig::default() }),
-            ("max_pending_bytes", LogConfig { max_pending_bytes: 1, ..LogConfig::default() }),
+            (
+                "index_interval_bytes",
+                LogConfig {
+                    index_interval_bytes: 0,
+                    ..LogConfig::default()
+                },
+            ),
+            (
+                "max_batch_bytes",
+                LogConfig {
+                    max_batch_bytes: 0,
+                    ..LogConfig::default()
+                },
+            ),
+            (
+                "max_pending_bytes",
+                LogConfig {
+                    max_pending_bytes: 1,
+                    ..LogConfig::default()
+                },
+            ),
             (
                 "segment_max_age",
-                LogConfig { segment_max_age: Duration::ZERO, ..LogConfig::default() },
+                LogConfig {
+                    segment_max_age: Duration::ZERO,
+                    ..LogConfig::default()
+                },
             ),
             (
                 "retention.max_bytes",
                 LogConfig {
-                    retention: Retention { max_bytes: Some(0), max_age: None },
+                    retention: Retention {
+                        max_bytes: Some(0),
+                        max_age: None,
+                    },
                     ..LogConfig::default()
                 },
             ),

@@ -84,7 +84,13 @@ impl PoisonCause {
 
 impl std::fmt::Display for PoisonCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} of {} failed: {}", self.op, self.path.display(), self.message)
+        write!(
+            f,
+            "{} of {} failed: {}",
+            self.op,
+            self.path.display(),
+            self.message
+        )
     }
 }
 
@@ -117,7 +123,9 @@ pub enum Error {
     },
 
     /// A record fails its checksum or is malformed where it must not be.
-    #[error("corruption in segment {segment} at byte {position} (expected offset {offset}): {reason}")]
+    #[error(
+        "corruption in segment {segment} at byte {position} (expected offset {offset}): {reason}"
+    )]
     Corruption {
         /// The segment file.
         segment: PathBuf,
@@ -212,7 +220,11 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with the step and the path.
     pub(crate) fn io(op: IoOp, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io { op, path: path.into(), source }
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// True when this error comes from the disk (a server fault), not from the caller.
@@ -220,7 +232,10 @@ impl Error {
     pub fn is_storage_fault(&self) -> bool {
         matches!(
             self,
-            Self::Io { .. } | Self::Poisoned { .. } | Self::Corruption { .. } | Self::BadHeader { .. }
+            Self::Io { .. }
+                | Self::Poisoned { .. }
+                | Self::Corruption { .. }
+                | Self::BadHeader { .. }
         )
     }
 

@@ -56,13 +56,20 @@ pub struct Recovered {
 }
 
 fn corruption(segment: &Path, position: usize, offset: u64, reason: impl Into<String>) -> Error {
-    Error::Corruption { segment: segment.to_path_buf(), position: position as u64, offset, reason: reason.into() }
+    Error::Corruption {
+        segment: segment.to_path_buf(),
+        position: position as u64,
+        offset,
+        reason: reason.into(),
+    }
 }
 
 fn describe(stop: &Stop) -> String {
     match stop {
         Stop::End => "unexpected end of data".to_owned(),
-        Stop::Incomplete { need } => format!("record of {need} bytes runs past the end of the data"),
+        Stop::Incomplete { need } => {
+            format!("record of {need} bytes runs past the end of the data")
+        }
         Stop::Corrupt(e) => e.to_string(),
         Stop::WrongOffset { found } => format!("record carries offset {found}"),
     }
@@ -70,7 +77,10 @@ fn describe(stop: &Stop) -> String {
 
 fn read_all(file: &dyn VFile, path: &Path) -> Result<Vec<u8>> {
     let len = file.len().map_err(|e| Error::io(IoOp::Read, path, e))?;
-    let len = usize::try_from(len).map_err(|_| Error::NotALog { path: path.to_path_buf(), reason: "file too large".into() })?;
+    let len = usize::try_from(len).map_err(|_| Error::NotALog {
+        path: path.to_path_buf(),
+        reason: "file too large".into(),
+    })?;
     let mut buf = vec![0u8; len];
     let n = read_up_to(file, &mut buf, 0).map_err(|e| Error::io(IoOp::Read, path, e))?;
     buf.truncate(n);
@@ -79,7 +89,9 @@ fn read_all(file: &dyn VFile, path: &Path) -> Result<Vec<u8>> {
 
 /// Lists the directory, removes leftovers, and returns the segments' base offsets in order.
 fn inventory(fs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>> {
-    let names = fs.list_dir(dir).map_err(|e| Error::io(IoOp::ListDir, dir, e))?;
+    let names = fs
+        .list_dir(dir)
+        .map_err(|e| Error::io(IoOp::ListDir, dir, e))?;
     let mut segments = Vec::new();
     let mut indexes = Vec::new();
     let mut removed_any = false;
@@ -91,9 +103,13 @@ fn inventory(fs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Result<Ve
             segments.push(base);
         } else if let Some(base) = parse_file_name(&name, INDEX_SUFFIX) {
             indexes.push(base);
-        } else if name.ends_with(SPARE_SUFFIX) || name.ends_with(".tmp") {
+        } else if Path::new(&name)
+            .extension()
+            .is_some_and(|x| x == SPARE_SUFFIX || x == "tmp")
+        {
             let p = dir.join(&name);
-            fs.remove_file(&p).map_err(|e| Error::io(IoOp::Remove, &p, e))?;
+            fs.remove_file(&p)
+                .map_err(|e| Error::io(IoOp::Remove, &p, e))?;
             report.removed.push(p);
             removed_any = true;
         } else {
@@ -107,13 +123,15 @@ fn inventory(fs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Result<Ve
     for base in indexes {
         if segments.binary_search(&base).is_err() {
             let p = dir.join(index_file_name(base));
-            fs.remove_file(&p).map_err(|e| Error::io(IoOp::Remove, &p, e))?;
+            fs.remove_file(&p)
+                .map_err(|e| Error::io(IoOp::Remove, &p, e))?;
             report.removed.push(p);
             removed_any = true;
         }
     }
     if removed_any {
-        fs.sync_dir(dir).map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
     }
     Ok(segments)
 }
@@ -122,6 +140,7 @@ fn inventory(fs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Result<Ve
 ///
 /// # Errors
 /// Corruption outside what `cfg.recovery_mode` tolerates, a bad file, or an I/O error.
+#[allow(clippy::too_many_lines)] // one linear procedure, read top to bottom
 pub fn recover(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig, now_ms: u64) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
     let mut bases = inventory(fs, dir, &mut report)?;
@@ -130,19 +149,25 @@ pub fn recover(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig, now_ms: u64) -> Result
     // a segment's header is synced before its first record, so it holds nothing acknowledged.
     if let Some(&last) = bases.last() {
         let path = dir.join(crate::format::segment_file_name(last));
-        let file = fs.open(&path, OpenMode::Read).map_err(|e| Error::io(IoOp::Open, &path, e))?;
+        let file = fs
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io(IoOp::Open, &path, e))?;
         let mut head = [0u8; SEGMENT_HEADER_LEN];
-        let n = read_up_to(file.as_ref(), &mut head, 0).map_err(|e| Error::io(IoOp::Read, &path, e))?;
+        let n =
+            read_up_to(file.as_ref(), &mut head, 0).map_err(|e| Error::io(IoOp::Read, &path, e))?;
         if head[..n].iter().all(|&b| b == 0) {
             let bytes = read_all(file.as_ref(), &path)?;
             if bytes.iter().all(|&b| b == 0) {
                 drop(file);
-                fs.remove_file(&path).map_err(|e| Error::io(IoOp::Remove, &path, e))?;
+                fs.remove_file(&path)
+                    .map_err(|e| Error::io(IoOp::Remove, &path, e))?;
                 let idx = dir.join(index_file_name(last));
                 if fs.exists(&idx) {
-                    fs.remove_file(&idx).map_err(|e| Error::io(IoOp::Remove, &idx, e))?;
+                    fs.remove_file(&idx)
+                        .map_err(|e| Error::io(IoOp::Remove, &idx, e))?;
                 }
-                fs.sync_dir(dir).map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
+                fs.sync_dir(dir)
+                    .map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
                 tracing::warn!(segment = %path.display(), "removed an unfinished segment (its header was never written)");
                 report.removed.push(path);
                 bases.pop();
@@ -154,7 +179,11 @@ pub fn recover(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig, now_ms: u64) -> Result
     let mut sealed: Vec<Arc<Sealed>> = Vec::with_capacity(bases.len());
     let Some((&last_base, sealed_bases)) = bases.split_last() else {
         let active = Active::create(fs, dir, cfg, 0, now_ms, None)?;
-        return Ok(Recovered { sealed, active, report });
+        return Ok(Recovered {
+            sealed,
+            active,
+            report,
+        });
     };
 
     for (i, &base) in sealed_bases.iter().enumerate() {
@@ -164,28 +193,48 @@ pub fn recover(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig, now_ms: u64) -> Result
     }
 
     let path = dir.join(crate::format::segment_file_name(last_base));
-    let file = fs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io(IoOp::Open, &path, e))?;
+    let file = fs
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io(IoOp::Open, &path, e))?;
     let mut bytes = read_all(file.as_ref(), &path)?;
-    let header = SegmentHeader::decode(&bytes).map_err(|reason| Error::BadHeader { path: path.clone(), reason })?;
+    let header = SegmentHeader::decode(&bytes).map_err(|reason| Error::BadHeader {
+        path: path.clone(),
+        reason,
+    })?;
     check_base(&path, header.base_offset, last_base)?;
     if let Some(prev) = sealed.last() {
         if prev.next_offset != last_base {
-            return Err(corruption(&prev.path, prev.len as usize, prev.next_offset, format!(
-                "segment ends at offset {} but the next segment starts at {last_base}", prev.next_offset
-            )));
+            return Err(corruption(
+                &prev.path,
+                prev.len as usize,
+                prev.next_offset,
+                format!(
+                    "segment ends at offset {} but the next segment starts at {last_base}",
+                    prev.next_offset
+                ),
+            ));
         }
     }
     let max = cfg.max_record_bytes;
     let mut sc = scan::scan(&bytes, last_base, max, cfg.index_interval_bytes);
     report.records_scanned += sc.records;
-    cut_tail(fs, cfg, file.as_ref(), &path, &mut bytes, &mut sc, &mut report)?;
+    cut_tail(
+        fs,
+        cfg,
+        file.as_ref(),
+        &path,
+        &mut bytes,
+        &mut sc,
+        &mut report,
+    )?;
 
     let idx_path = dir.join(index_file_name(last_base));
     let index_ok = read_index_file(fs, &idx_path, last_base).as_deref() == Some(&sc.index[..]);
     if !index_ok {
         report.indexes_rebuilt.push(idx_path.clone());
     }
-    let short = (bytes.len() as u64) < cfg.segment_bytes && cfg.preallocate == Preallocate::ZeroFill;
+    let short =
+        (bytes.len() as u64) < cfg.segment_bytes && cfg.preallocate == Preallocate::ZeroFill;
     if short && sc.records > 0 {
         // Sealed already (its file was truncated) but no successor exists: keep it sealed and
         // start a new active segment after it.
@@ -194,10 +243,18 @@ pub fn recover(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig, now_ms: u64) -> Result
         let next = s.next_offset;
         sealed.push(Arc::new(s));
         let active = Active::create(fs, dir, cfg, next, now_ms, None)?;
-        return Ok(Recovered { sealed, active, report });
+        return Ok(Recovered {
+            sealed,
+            active,
+            report,
+        });
     }
     let active = Active::reopen(fs, dir, cfg, file, header, &sc, index_ok)?;
-    Ok(Recovered { sealed, active, report })
+    Ok(Recovered {
+        sealed,
+        active,
+        report,
+    })
 }
 
 fn check_base(path: &Path, in_header: u64, in_name: u64) -> Result<()> {
@@ -230,25 +287,40 @@ fn cut_tail(
         Stop::End => "non-zero bytes after the end of data".to_owned(),
         other => describe(other),
     };
-    if let Some((pos, offset)) = find_valid_record_after(bytes, end, sc.next_offset, cfg.max_record_bytes) {
-        return Err(corruption(path, end, sc.next_offset, format!(
+    if let Some((pos, offset)) =
+        find_valid_record_after(bytes, end, sc.next_offset, cfg.max_record_bytes)
+    {
+        return Err(corruption(
+            path,
+            end,
+            sc.next_offset,
+            format!(
             "{reason}; a valid record (offset {offset}) follows at byte {pos}, so this is damage \
              inside the log, not a torn tail"
-        )));
+        ),
+        ));
     }
     if cfg.recovery_mode == RecoveryMode::AbsoluteConsistency {
-        return Err(corruption(path, end, sc.next_offset, format!(
-            "{reason} (a torn tail; RecoveryMode::AbsoluteConsistency refuses it, \
+        return Err(corruption(
+            path,
+            end,
+            sc.next_offset,
+            format!(
+                "{reason} (a torn tail; RecoveryMode::AbsoluteConsistency refuses it, \
              TolerateTailCorruption would cut it)"
-        )));
+            ),
+        ));
     }
     let cut = last_nz + 1;
     let zeros = vec![0u8; cut];
-    file.write_all_at(&zeros, end as u64).map_err(|e| Error::io(IoOp::Write, path, e))?;
+    file.write_all_at(&zeros, end as u64)
+        .map_err(|e| Error::io(IoOp::Write, path, e))?;
     if cfg.preallocate == Preallocate::None {
-        file.set_len(end as u64).map_err(|e| Error::io(IoOp::SetLen, path, e))?;
+        file.set_len(end as u64)
+            .map_err(|e| Error::io(IoOp::SetLen, path, e))?;
     }
-    file.sync_all().map_err(|e| Error::io(IoOp::Sync, path, e))?;
+    file.sync_all()
+        .map_err(|e| Error::io(IoOp::Sync, path, e))?;
     bytes[end..end + cut].fill(0);
     tracing::warn!(
         segment = %path.display(), position = end, offset = sc.next_offset, bytes_cut = cut,
@@ -266,6 +338,7 @@ fn cut_tail(
 }
 
 /// Opens a sealed segment: header, scan (when verifying), chain check, index.
+#[allow(clippy::too_many_lines)] // one linear procedure, read top to bottom
 fn open_sealed(
     fs: &dyn Vfs,
     dir: &Path,
@@ -276,7 +349,9 @@ fn open_sealed(
 ) -> Result<Sealed> {
     let path = dir.join(crate::format::segment_file_name(base));
     let idx_path = dir.join(index_file_name(base));
-    let file = fs.open(&path, OpenMode::Read).map_err(|e| Error::io(IoOp::Open, &path, e))?;
+    let file = fs
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io(IoOp::Open, &path, e))?;
     let len = file.len().map_err(|e| Error::io(IoOp::Read, &path, e))?;
     let source = match file.map().map_err(|e| Error::io(IoOp::Map, &path, e))? {
         Some(m) => Source::Mapped(m),
@@ -290,29 +365,57 @@ fn open_sealed(
                 owned = read_all(f.as_ref(), &path)?;
             } else {
                 let mut h = vec![0u8; SEGMENT_HEADER_LEN];
-                let n = read_up_to(f.as_ref(), &mut h, 0).map_err(|e| Error::io(IoOp::Read, &path, e))?;
+                let n = read_up_to(f.as_ref(), &mut h, 0)
+                    .map_err(|e| Error::io(IoOp::Read, &path, e))?;
                 h.truncate(n);
                 owned = h;
             }
             &owned
         }
     };
-    let header = SegmentHeader::decode(bytes).map_err(|reason| Error::BadHeader { path: path.clone(), reason })?;
+    let header = SegmentHeader::decode(bytes).map_err(|reason| Error::BadHeader {
+        path: path.clone(),
+        reason,
+    })?;
     check_base(&path, header.base_offset, base)?;
     let stored = read_index_file(fs, &idx_path, base);
     let (entries, last_ts) = if cfg.verify_on_open {
         let sc = scan::scan(bytes, base, cfg.max_record_bytes, cfg.index_interval_bytes);
         report.records_scanned += sc.records;
+        if sc.stop == Stop::End && (sc.end as u64) < len && bytes[sc.end..].iter().all(|&b| b == 0)
+        {
+            // A seal interrupted before its truncation (written by an older build, which
+            // created the next segment first): only zeros follow the records. Finish it.
+            let f = fs
+                .open(&path, OpenMode::ReadWrite)
+                .map_err(|e| Error::io(IoOp::Open, &path, e))?;
+            f.set_len(sc.end as u64)
+                .map_err(|e| Error::io(IoOp::SetLen, &path, e))?;
+            f.sync_all().map_err(|e| Error::io(IoOp::Sync, &path, e))?;
+            tracing::warn!(segment = %path.display(), "finished an interrupted seal (truncated its zero tail)");
+            return open_sealed(fs, dir, cfg, base, next_base, report);
+        }
         if sc.stop != Stop::End || sc.end as u64 != len {
-            return Err(corruption(&path, sc.end, sc.next_offset, format!(
-                "{} in a sealed segment (only the tail of the last segment may be torn)",
-                describe(&sc.stop)
-            )));
+            return Err(corruption(
+                &path,
+                sc.end,
+                sc.next_offset,
+                format!(
+                    "{} in a sealed segment (only the tail of the last segment may be torn)",
+                    describe(&sc.stop)
+                ),
+            ));
         }
         if sc.next_offset != next_base {
-            return Err(corruption(&path, sc.end, sc.next_offset, format!(
-                "segment ends at offset {} but the next segment starts at {next_base}", sc.next_offset
-            )));
+            return Err(corruption(
+                &path,
+                sc.end,
+                sc.next_offset,
+                format!(
+                    "segment ends at offset {} but the next segment starts at {next_base}",
+                    sc.next_offset
+                ),
+            ));
         }
         (sc.index, sc.last_timestamp)
     } else {
@@ -320,7 +423,9 @@ fn open_sealed(
         let ts = e.last().map_or(header.created_ms, |x| x.timestamp_ms);
         (e, ts)
     };
-    if stored.as_deref() != Some(&entries[..]) || (entries.is_empty() && len > SEGMENT_HEADER_LEN as u64) {
+    if stored.as_deref() != Some(&entries[..])
+        || (entries.is_empty() && len > SEGMENT_HEADER_LEN as u64)
+    {
         let rebuilt = if entries.is_empty() && len > SEGMENT_HEADER_LEN as u64 {
             // Not verifying, and the index is unusable: derive it from the segment now.
             let all = match &source {
@@ -332,14 +437,35 @@ fn open_sealed(
             entries.clone()
         };
         write_index_file(fs, &idx_path, base, &rebuilt)?;
-        fs.sync_dir(dir).map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
         report.indexes_rebuilt.push(idx_path.clone());
         let index = index::open_sealed_index(fs, &idx_path, rebuilt)?;
-        return Ok(Sealed { base_offset: base, next_offset: next_base, len, last_timestamp: last_ts, created_ms: header.created_ms, path, index_path: idx_path, source, index });
+        return Ok(Sealed {
+            base_offset: base,
+            next_offset: next_base,
+            len,
+            last_timestamp: last_ts,
+            created_ms: header.created_ms,
+            path,
+            index_path: idx_path,
+            source,
+            index,
+        });
     }
     let index = match index::open_sealed_index(fs, &idx_path, entries) {
         Ok(i) => i,
         Err(_) => IndexData::Owned(Vec::new()),
     };
-    Ok(Sealed { base_offset: base, next_offset: next_base, len, last_timestamp: last_ts, created_ms: header.created_ms, path, index_path: idx_path, source, index })
+    Ok(Sealed {
+        base_offset: base,
+        next_offset: next_base,
+        len,
+        last_timestamp: last_ts,
+        created_ms: header.created_ms,
+        path,
+        index_path: idx_path,
+        source,
+        index,
+    })
 }

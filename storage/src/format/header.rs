@@ -151,7 +151,10 @@ mod tests {
     /// exactly as docs/FORMAT.md shows it.
     #[test]
     fn golden_segment_header() {
-        let h = SegmentHeader { base_offset: 7, created_ms: 1000 };
+        let h = SegmentHeader {
+            base_offset: 7,
+            created_ms: 1000,
+        };
         let bytes = h.encode();
         let mut expected = Vec::new();
         expected.extend_from_slice(b"WALDLOG\0"); // magic
@@ -161,14 +164,25 @@ mod tests {
         expected.extend_from_slice(&[7, 0, 0, 0, 0, 0, 0, 0]); // base_offset
         expected.extend_from_slice(&[0xE8, 0x03, 0, 0, 0, 0, 0, 0]); // created_ms 1000
         expected.extend_from_slice(&[0u8; 32]); // reserved
-        assert_eq!(bytes.to_vec(), expected, "header bytes drifted from docs/FORMAT.md");
+        assert_eq!(
+            bytes.to_vec(),
+            expected,
+            "header bytes drifted from docs/FORMAT.md"
+        );
         assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
     }
 
     #[test]
     fn refuses_bad_headers() {
-        let good = SegmentHeader { base_offset: 1, created_ms: 2 }.encode();
-        assert_eq!(SegmentHeader::decode(&good[..10]), Err(HeaderError::Short { len: 10 }));
+        let good = SegmentHeader {
+            base_offset: 1,
+            created_ms: 2,
+        }
+        .encode();
+        assert_eq!(
+            SegmentHeader::decode(&good[..10]),
+            Err(HeaderError::Short { len: 10 })
+        );
         let mut bad = good;
         bad[0] = b'X';
         assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::BadMagic));
@@ -180,6 +194,9 @@ mod tests {
         ));
         let mut flipped = good;
         flipped[20] ^= 1;
-        assert!(matches!(SegmentHeader::decode(&flipped), Err(HeaderError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            SegmentHeader::decode(&flipped),
+            Err(HeaderError::ChecksumMismatch { .. })
+        ));
     }
 }

@@ -146,9 +146,17 @@ mod tests {
         expected.extend_from_slice(&[0x98, 0x69, 0xB9, 0xA2]); // header_crc
         expected.extend_from_slice(&[7, 0, 0, 0, 0, 0, 0, 0]);
         expected.extend_from_slice(&[0u8; 40]);
-        assert_eq!(h.to_vec(), expected, "index header drifted from docs/FORMAT.md");
+        assert_eq!(
+            h.to_vec(),
+            expected,
+            "index header drifted from docs/FORMAT.md"
+        );
         assert_eq!(decode_index_header(&h), Ok(7));
-        let e = IndexEntry { rel_offset: 2, position: 130, timestamp_ms: 1000 };
+        let e = IndexEntry {
+            rel_offset: 2,
+            position: 130,
+            timestamp_ms: 1000,
+        };
         assert_eq!(
             e.encode().to_vec(),
             vec![2, 0, 0, 0, 130, 0, 0, 0, 0xE8, 0x03, 0, 0, 0, 0, 0, 0],

@@ -81,10 +81,22 @@ mod tests {
     fn file_names_round_trip() {
         assert_eq!(segment_file_name(42), "00000000000000000042.log");
         assert_eq!(index_file_name(42), "00000000000000000042.idx");
-        assert_eq!(parse_file_name("00000000000000000042.log", SEGMENT_SUFFIX), Some(42));
-        assert_eq!(parse_file_name("00000000000000000042.idx", SEGMENT_SUFFIX), None);
+        assert_eq!(
+            parse_file_name("00000000000000000042.log", SEGMENT_SUFFIX),
+            Some(42)
+        );
+        assert_eq!(
+            parse_file_name("00000000000000000042.idx", SEGMENT_SUFFIX),
+            None
+        );
         assert_eq!(parse_file_name("42.log", SEGMENT_SUFFIX), None);
-        assert_eq!(parse_file_name("0000000000000000004x.log", SEGMENT_SUFFIX), None);
-        assert_eq!(parse_file_name(&segment_file_name(u64::MAX), SEGMENT_SUFFIX), Some(u64::MAX));
+        assert_eq!(
+            parse_file_name("0000000000000000004x.log", SEGMENT_SUFFIX),
+            None
+        );
+        assert_eq!(
+            parse_file_name(&segment_file_name(u64::MAX), SEGMENT_SUFFIX),
+            Some(u64::MAX)
+        );
     }
 }

@@ -65,7 +65,10 @@ impl Record {
     /// A record with just a payload.
     #[must_use]
     pub fn from_payload(payload: impl Into<Vec<u8>>) -> Self {
-        Self { payload: payload.into(), ..Self::default() }
+        Self {
+            payload: payload.into(),
+            ..Self::default()
+        }
     }
 
     /// The encoded length of this record, or `None` when a field is too large for the format.
@@ -149,8 +152,11 @@ pub struct RecordView<'a> {
 
 impl<'a> RecordView<'a> {
     /// Iterates the headers; the block was validated when the record was decoded.
+    #[must_use]
     pub fn headers(&self) -> HeaderIter<'a> {
-        HeaderIter { rest: self.headers_block }
+        HeaderIter {
+            rest: self.headers_block,
+        }
     }
 
     /// Copies the record into an owned [`StoredRecord`].
@@ -161,7 +167,10 @@ impl<'a> RecordView<'a> {
             timestamp_ms: self.timestamp_ms,
             due_ms: self.due_ms,
             key: self.key.to_vec(),
-            headers: self.headers().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
+            headers: self
+                .headers()
+                .map(|(n, v)| (n.to_owned(), v.to_vec()))
+                .collect(),
             payload: self.payload.to_vec(),
         }
     }
@@ -183,8 +192,11 @@ impl<'a> Iterator for HeaderIter<'a> {
     }
 }
 
+/// One header split off a block: (name, value, rest of the block).
+type HeaderSplit<'a> = (&'a str, &'a [u8], &'a [u8]);
+
 /// Splits one header off a block: `Ok(None)` when the block is empty.
-fn split_header(block: &[u8]) -> Result<Option<(&str, &[u8], &[u8])>, RecordError> {
+fn split_header(block: &[u8]) -> Result<Option<HeaderSplit<'_>>, RecordError> {
     if block.is_empty() {
         return Ok(None);
     }
@@ -195,7 +207,9 @@ fn split_header(block: &[u8]) -> Result<Option<(&str, &[u8], &[u8])>, RecordErro
     let value_len = get_u32(block, 2..6) as usize;
     let body = &block[HEADER_ENTRY_OVERHEAD..];
     if body.len() < name_len || body.len() - name_len < value_len {
-        return Err(RecordError::Malformed("header entry overruns the headers block"));
+        return Err(RecordError::Malformed(
+            "header entry overruns the headers block",
+        ));
     }
     let name = std::str::from_utf8(&body[..name_len])
         .map_err(|_| RecordError::Malformed("header name is not UTF-8"))?;
@@ -270,7 +284,9 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Decoded<'_>, RecordError> {
         if buf.iter().all(|&b| b == 0) {
             return Ok(Decoded::End);
         }
-        return Ok(Decoded::Incomplete { need: RECORD_HEADER_LEN });
+        return Ok(Decoded::Incomplete {
+            need: RECORD_HEADER_LEN,
+        });
     }
     let len = get_u32(buf, R_LENGTH) as usize;
     if len == 0 {
@@ -278,7 +294,11 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Decoded<'_>, RecordError> {
     }
     let max = max_len.min(MAX_RECORD_LEN_LIMIT);
     if len < RECORD_HEADER_LEN || len > max {
-        return Err(RecordError::BadLength { len, min: RECORD_HEADER_LEN, max });
+        return Err(RecordError::BadLength {
+            len,
+            min: RECORD_HEADER_LEN,
+            max,
+        });
     }
     if buf.len() < len {
         return Ok(Decoded::Incomplete { need: len });
@@ -300,7 +320,9 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Decoded<'_>, RecordError> {
         .and_then(|n| n.checked_add(payload_len))
         .ok_or(RecordError::Malformed("field lengths overflow"))?;
     if RECORD_HEADER_LEN + body_len != len {
-        return Err(RecordError::Malformed("field lengths do not add up to the record length"));
+        return Err(RecordError::Malformed(
+            "field lengths do not add up to the record length",
+        ));
     }
     let key_start = RECORD_HEADER_LEN;
     let headers_start = key_start + key_len;
@@ -361,7 +383,9 @@ mod tests {
     fn round_trip() {
         let mut out = Vec::new();
         sample().encode_into(9, 77, &mut out);
-        let Ok(Decoded::Record(v)) = decode(&out, 1 << 20) else { panic!("decode failed") };
+        let Ok(Decoded::Record(v)) = decode(&out, 1 << 20) else {
+            panic!("decode failed")
+        };
         let owned = v.to_owned_record();
         assert_eq!(owned.offset, 9);
         assert_eq!(owned.timestamp_ms, 77);
@@ -377,7 +401,10 @@ mod tests {
         assert_eq!(decode(&[], 1 << 20), Ok(Decoded::End));
         let mut out = Vec::new();
         sample().encode_into(1, 1, &mut out);
-        assert_eq!(decode(&out[..30], 1 << 20), Ok(Decoded::Incomplete { need: 64 }));
+        assert_eq!(
+            decode(&out[..30], 1 << 20),
+            Ok(Decoded::Incomplete { need: 64 })
+        );
         for i in 0..out.len() {
             let mut bad = out.clone();
             bad[i] ^= 0x40;
@@ -387,12 +414,18 @@ mod tests {
                 "flipping byte {i} still decoded as a record"
             );
         }
-        assert!(matches!(decode(&out, 10), Err(RecordError::BadLength { len: 64, .. })));
+        assert!(matches!(
+            decode(&out, 10),
+            Err(RecordError::BadLength { len: 64, .. })
+        ));
     }
 
     #[test]
     fn oversized_fields_are_refused() {
-        let r = Record { key: vec![0; 70_000], ..Record::default() };
+        let r = Record {
+            key: vec![0; 70_000],
+            ..Record::default()
+        };
         assert_eq!(r.encoded_len(), None);
         let mut out = Vec::new();
         assert_eq!(r.encode_into(0, 0, &mut out), None);

@@ -72,7 +72,10 @@ impl FaultFs {
     /// Wraps `inner` with no plan armed.
     #[must_use]
     pub fn new(inner: Arc<dyn Vfs>) -> Self {
-        Self { inner, state: Arc::new(Mutex::new(State::default())) }
+        Self {
+            inner,
+            state: Arc::new(Mutex::new(State::default())),
+        }
     }
 
     /// Arms a plan (replacing any previous one) and resets its counter.
@@ -100,7 +103,11 @@ impl FaultFs {
             return None;
         }
         s.seen += 1;
-        let fire = if plan.sticky { s.seen >= plan.nth } else { s.seen == plan.nth };
+        let fire = if plan.sticky {
+            s.seen >= plan.nth
+        } else {
+            s.seen == plan.nth
+        };
         if fire {
             s.injected += 1;
             Some(plan.kind)
@@ -127,7 +134,11 @@ impl Vfs for FaultFs {
             return Err(error_for(kind));
         }
         let inner = self.inner.open(path, mode)?;
-        Ok(Arc::new(FaultFile { inner, state: Arc::clone(&self.state), path: path.to_path_buf() }))
+        Ok(Arc::new(FaultFile {
+            inner,
+            state: Arc::clone(&self.state),
+            path: path.to_path_buf(),
+        }))
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -232,12 +243,20 @@ mod tests {
     fn fails_the_nth_write_only() {
         let fs = FaultFs::new(Arc::new(SimFs::new()));
         let f = fs.open(Path::new("/a"), OpenMode::CreateNew).expect("open");
-        fs.arm(FaultPlan { op: FaultOp::Write, nth: 2, kind: FaultKind::Enospc, sticky: false });
+        fs.arm(FaultPlan {
+            op: FaultOp::Write,
+            nth: 2,
+            kind: FaultKind::Enospc,
+            sticky: false,
+        });
         assert!(f.write_all_at(b"one", 0).is_ok());
         let err = f.write_all_at(b"two", 3).expect_err("second write fails");
         assert_eq!(err.raw_os_error(), Some(28));
         assert!(f.write_all_at(b"three", 3).is_ok());
-        assert!(f.sync_data().is_ok(), "syncs are not counted by a Write plan");
+        assert!(
+            f.sync_data().is_ok(),
+            "syncs are not counted by a Write plan"
+        );
         assert_eq!(fs.injected(), 1);
     }
 
@@ -245,17 +264,30 @@ mod tests {
     fn short_write_writes_half() {
         let fs = FaultFs::new(Arc::new(SimFs::new()));
         let f = fs.open(Path::new("/a"), OpenMode::CreateNew).expect("open");
-        fs.arm(FaultPlan { op: FaultOp::Write, nth: 1, kind: FaultKind::ShortWrite, sticky: true });
+        fs.arm(FaultPlan {
+            op: FaultOp::Write,
+            nth: 1,
+            kind: FaultKind::ShortWrite,
+            sticky: true,
+        });
         assert!(f.write_all_at(b"abcdef", 0).is_err());
         assert_eq!(f.len().expect("len"), 3);
-        assert!(f.write_all_at(b"x", 0).is_err(), "sticky plan keeps failing");
+        assert!(
+            f.write_all_at(b"x", 0).is_err(),
+            "sticky plan keeps failing"
+        );
     }
 
     #[test]
     fn sync_eio() {
         let fs = FaultFs::new(Arc::new(SimFs::new()));
         let f = fs.open(Path::new("/a"), OpenMode::CreateNew).expect("open");
-        fs.arm(FaultPlan { op: FaultOp::Sync, nth: 1, kind: FaultKind::Eio, sticky: false });
+        fs.arm(FaultPlan {
+            op: FaultOp::Sync,
+            nth: 1,
+            kind: FaultKind::Eio,
+            sticky: false,
+        });
         assert_eq!(f.sync_data().expect_err("eio").raw_os_error(), Some(5));
     }
 }

@@ -34,7 +34,9 @@ pub enum OpenMode {
     CreateNew,
 }
 
-/// A file system, as the engine sees it.
+/// A file system, as the engine sees it. Every fallible method returns the OS error of
+/// the operation (or the simulated one).
+#[allow(clippy::missing_errors_doc)]
 pub trait Vfs: Send + Sync + Debug + 'static {
     /// Creates a directory and its parents.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
@@ -64,6 +66,7 @@ pub trait Vfs: Send + Sync + Debug + 'static {
 pub trait LockGuard: Send + Sync + Debug {}
 
 /// An open file.
+#[allow(clippy::len_without_is_empty, clippy::missing_errors_doc)] // a file's length is asked for, never its emptiness
 pub trait VFile: Send + Sync + Debug {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
@@ -87,7 +90,11 @@ pub trait VFile: Send + Sync + Debug {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
-pub(crate) fn read_exact_at(file: &dyn VFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+pub(crate) fn read_exact_at(
+    file: &dyn VFile,
+    mut buf: &mut [u8],
+    mut offset: u64,
+) -> io::Result<()> {
     while !buf.is_empty() {
         match file.read_at(buf, offset) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read")),

@@ -21,6 +21,17 @@ use super::{LockGuard, OpenMode, VFile, Vfs};
 struct Inode {
     live: Vec<u8>,
     durable: Vec<u8>,
+    /// Byte range written since the last sync (`start..end` of the live image).
+    dirty: Option<(usize, usize)>,
+}
+
+impl Inode {
+    fn mark(&mut self, start: usize, end: usize) {
+        self.dirty = Some(match self.dirty {
+            None => (start, end),
+            Some((s, e)) => (s.min(start), e.max(end)),
+        });
+    }
 }
 
 #[derive(Debug, Default)]
@@ -45,14 +56,19 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
 }
 
 impl Default for SimFs {
     fn default() -> Self {
         let mut state = State::default();
         state.dirs.insert(PathBuf::from("/"));
-        Self { state: Arc::new(Mutex::new(state)) }
+        Self {
+            state: Arc::new(Mutex::new(state)),
+        }
     }
 }
 
@@ -70,10 +86,10 @@ impl SimFs {
         self.crash_keeping(|_, _| 0)
     }
 
-    /// Like [`SimFs::crash`], but for each file `keep(path, unsynced_len)` says how many
-    /// of the bytes written after its last sync survive (a prefix: a torn write).
-    /// Bytes are compared positionally: the surviving prefix is of the live image beyond
-    /// the durable length, plus any overwritten ranges inside it up to that point.
+    /// Like [`SimFs::crash`], but for each file `keep(path, dirty_len)` says how many bytes
+    /// of the range written since its last sync survive, as a prefix of that range (a torn
+    /// write): `dirty_len` is the length of the span from the first to the last byte written
+    /// since the sync, whether appended or overwritten in place.
     #[must_use]
     pub fn crash_keeping(&self, mut keep: impl FnMut(&Path, usize) -> usize) -> Self {
         let s = lock(&self.state);
@@ -83,19 +99,36 @@ impl SimFs {
             ..State::default()
         };
         for (path, ino) in &s.durable {
-            let Some(inode) = s.inodes.get(ino) else { continue };
+            let Some(inode) = s.inodes.get(ino) else {
+                continue;
+            };
             let mut image = inode.durable.clone();
-            let unsynced = inode.live.len().saturating_sub(inode.durable.len());
-            let kept = keep(path, unsynced).min(unsynced);
-            if kept > 0 {
-                let end = inode.durable.len() + kept;
-                image.extend_from_slice(&inode.live[inode.durable.len()..end]);
+            if let Some((start, end)) = inode.dirty {
+                let end = end.min(inode.live.len());
+                let span = end.saturating_sub(start);
+                let kept = keep(path, span).min(span);
+                if kept > 0 {
+                    let stop = start + kept;
+                    if image.len() < stop {
+                        image.resize(stop, 0);
+                    }
+                    image[start..stop].copy_from_slice(&inode.live[start..stop]);
+                }
             }
-            next.inodes.insert(*ino, Inode { live: image.clone(), durable: image });
+            next.inodes.insert(
+                *ino,
+                Inode {
+                    live: image.clone(),
+                    durable: image,
+                    dirty: None,
+                },
+            );
             next.live.insert(path.clone(), *ino);
             next.durable.insert(path.clone(), *ino);
         }
-        Self { state: Arc::new(Mutex::new(next)) }
+        Self {
+            state: Arc::new(Mutex::new(next)),
+        }
     }
 
     /// The live bytes of a file (for tests).
@@ -108,12 +141,16 @@ impl SimFs {
 
     /// Replaces the live bytes of an existing file (for tests that corrupt data); the
     /// durable image is replaced too.
+    ///
+    /// # Errors
+    /// `NotFound` when no file is at `path`.
     pub fn write_raw(&self, path: &Path, bytes: Vec<u8>) -> io::Result<()> {
         let mut s = lock(&self.state);
         let ino = *s.live.get(path).ok_or_else(|| not_found(path))?;
         let inode = s.inodes.get_mut(&ino).ok_or_else(|| not_found(path))?;
         inode.live.clone_from(&bytes);
         inode.durable = bytes;
+        inode.dirty = None;
         Ok(())
     }
 
@@ -178,7 +215,10 @@ impl Vfs for SimFs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = lock(&self.state);
-        s.live.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        s.live
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -191,8 +231,12 @@ impl Vfs for SimFs {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut s = lock(&self.state);
         let in_dir = |p: &PathBuf| p.parent() == Some(path);
-        let live: Vec<(PathBuf, u64)> =
-            s.live.iter().filter(|(p, _)| in_dir(p)).map(|(p, i)| (p.clone(), *i)).collect();
+        let live: Vec<(PathBuf, u64)> = s
+            .live
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, i)| (p.clone(), *i))
+            .collect();
         s.durable.retain(|p, _| !in_dir(p));
         s.durable.extend(live);
         // Inodes no longer named anywhere can be dropped.
@@ -218,7 +262,10 @@ impl Vfs for SimFs {
             s.inodes.insert(ino, Inode::default());
             s.live.insert(path.to_path_buf(), ino);
         }
-        Ok(Box::new(SimLock { state: Arc::clone(&self.state), path: path.to_path_buf() }))
+        Ok(Box::new(SimLock {
+            state: Arc::clone(&self.state),
+            path: path.to_path_buf(),
+        }))
     }
 }
 
@@ -247,7 +294,10 @@ struct SimFile {
 impl SimFile {
     fn with<T>(&self, f: impl FnOnce(&mut Inode) -> io::Result<T>) -> io::Result<T> {
         let mut s = lock(&self.state);
-        let inode = s.inodes.get_mut(&self.ino).ok_or_else(|| not_found(&self.path))?;
+        let inode = s
+            .inodes
+            .get_mut(&self.ino)
+            .ok_or_else(|| not_found(&self.path))?;
         f(inode)
     }
 
@@ -255,7 +305,10 @@ impl SimFile {
         if self.writable {
             Ok(())
         } else {
-            Err(io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only"))
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "opened read-only",
+            ))
         }
     }
 }
@@ -263,7 +316,9 @@ impl SimFile {
 impl VFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.with(|i| {
-            let Ok(start) = usize::try_from(offset) else { return Ok(0) };
+            let Ok(start) = usize::try_from(offset) else {
+                return Ok(0);
+            };
             if start >= i.live.len() {
                 return Ok(0);
             }
@@ -283,6 +338,7 @@ impl VFile for SimFile {
                 i.live.resize(end, 0);
             }
             i.live[start..end].copy_from_slice(buf);
+            i.mark(start, end);
             Ok(())
         })
     }
@@ -291,6 +347,7 @@ impl VFile for SimFile {
         self.check_writable()?;
         self.with(|i| {
             i.durable.clone_from(&i.live);
+            i.dirty = None;
             Ok(())
         })?;
         lock(&self.state).syncs += 1;
@@ -310,7 +367,9 @@ impl VFile for SimFile {
         self.with(|i| {
             let len = usize::try_from(len)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+            let old = i.live.len();
             i.live.resize(len, 0);
+            i.mark(old.min(len), old.max(len));
             Ok(())
         })
     }
@@ -328,7 +387,9 @@ mod tests {
     fn crash_keeps_only_synced_bytes_and_entries() {
         let fs = SimFs::new();
         fs.create_dir_all(Path::new("/d")).expect("mkdir");
-        let a = fs.open(Path::new("/d/a"), OpenMode::CreateNew).expect("create");
+        let a = fs
+            .open(Path::new("/d/a"), OpenMode::CreateNew)
+            .expect("create");
         a.write_all_at(b"hello", 0).expect("write");
         a.sync_data().expect("sync");
         a.write_all_at(b" world", 5).expect("write");
@@ -336,20 +397,29 @@ mod tests {
         assert!(!fs.crash().exists(Path::new("/d/a")));
         fs.sync_dir(Path::new("/d")).expect("sync dir");
         let after = fs.crash();
-        assert_eq!(after.read_live(Path::new("/d/a")).as_deref(), Some(&b"hello"[..]));
+        assert_eq!(
+            after.read_live(Path::new("/d/a")).as_deref(),
+            Some(&b"hello"[..])
+        );
         let torn = fs.crash_keeping(|_, n| n / 2);
-        assert_eq!(torn.read_live(Path::new("/d/a")).as_deref(), Some(&b"hello wo"[..]));
+        assert_eq!(
+            torn.read_live(Path::new("/d/a")).as_deref(),
+            Some(&b"hello wo"[..])
+        );
     }
 
     #[test]
     fn rename_and_remove_need_a_dir_sync() {
         let fs = SimFs::new();
         fs.create_dir_all(Path::new("/d")).expect("mkdir");
-        let a = fs.open(Path::new("/d/tmp"), OpenMode::CreateNew).expect("create");
+        let a = fs
+            .open(Path::new("/d/tmp"), OpenMode::CreateNew)
+            .expect("create");
         a.write_all_at(b"x", 0).expect("write");
         a.sync_data().expect("sync");
         fs.sync_dir(Path::new("/d")).expect("sync dir");
-        fs.rename(Path::new("/d/tmp"), Path::new("/d/final")).expect("rename");
+        fs.rename(Path::new("/d/tmp"), Path::new("/d/final"))
+            .expect("rename");
         let c = fs.crash();
         assert!(c.exists(Path::new("/d/tmp")) && !c.exists(Path::new("/d/final")));
         fs.sync_dir(Path::new("/d")).expect("sync dir");

@@ -39,7 +39,10 @@ impl Vfs for StdFs {
             OpenMode::CreateNew => o.read(true).write(true).create_new(true),
         };
         let file = o.open(path)?;
-        Ok(Arc::new(StdFile { file, path: path.to_path_buf() }))
+        Ok(Arc::new(StdFile {
+            file,
+            path: path.to_path_buf(),
+        }))
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -71,7 +74,12 @@ impl Vfs for StdFs {
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(StdLock { _file: file })),
             Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(

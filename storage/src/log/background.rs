@@ -50,7 +50,10 @@ impl BgSignal {
     fn wait(&self, timeout: Duration) -> (bool, bool) {
         let mut s = lock(&self.state);
         if !s.notified && !s.stop {
-            s = self.cv.wait_timeout(s, timeout).map_or_else(|e| e.into_inner().0, |(g, _)| g);
+            s = self
+                .cv
+                .wait_timeout(s, timeout)
+                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
         }
         s.notified = false;
         let spare = std::mem::take(&mut s.want_spare);
@@ -97,7 +100,8 @@ fn run(shared: &Shared) {
                 w.sync_deadline.is_some_and(|d| d <= Instant::now()),
                 !w.active.is_empty()
                     && now_ms().saturating_sub(w.active.created_ms)
-                        >= u64::try_from(shared.config.segment_max_age.as_millis()).unwrap_or(u64::MAX),
+                        >= u64::try_from(shared.config.segment_max_age.as_millis())
+                            .unwrap_or(u64::MAX),
             ),
             Err(_) => (false, false),
         };
@@ -114,9 +118,9 @@ fn run(shared: &Shared) {
 
 fn next_timeout(shared: &Shared) -> Duration {
     match shared.writer.try_lock() {
-        Ok(w) => w
-            .sync_deadline
-            .map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()).min(IDLE_TICK)),
+        Ok(w) => w.sync_deadline.map_or(IDLE_TICK, |d| {
+            d.saturating_duration_since(Instant::now()).min(IDLE_TICK)
+        }),
         Err(_) => IDLE_TICK,
     }
 }

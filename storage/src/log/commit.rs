@@ -86,10 +86,15 @@ impl Queue {
 
     pub(crate) fn check_open(&self, dir: &Path) -> Result<()> {
         if let Some(cause) = &self.poisoned {
-            return Err(Error::Poisoned { dir: dir.to_path_buf(), cause: Arc::clone(cause) });
+            return Err(Error::Poisoned {
+                dir: dir.to_path_buf(),
+                cause: Arc::clone(cause),
+            });
         }
         if self.closed {
-            return Err(Error::Closed { dir: dir.to_path_buf() });
+            return Err(Error::Closed {
+                dir: dir.to_path_buf(),
+            });
         }
         Ok(())
     }
@@ -99,18 +104,36 @@ impl Queue {
     }
 
     /// Encodes records at the next offsets (sizes were checked by the caller).
-    pub(crate) fn push(&mut self, records: &[Record], durability: Durability, slot: Arc<Slot>, now: u64) {
+    pub(crate) fn push(
+        &mut self,
+        records: &[Record],
+        durability: Durability,
+        slot: Arc<Slot>,
+        now: u64,
+    ) {
         // Timestamps never go backwards in log order, whatever the wall clock does.
         let ts = now.max(self.last_ts);
         self.last_ts = ts;
         let first = self.next_offset;
         for r in records {
             let pos = self.buf.len();
-            let len = r.encode_into(self.next_offset, ts, &mut self.buf).unwrap_or(0);
-            self.metas.push_back(Meta { offset: self.next_offset, pos, len, ts });
+            let len = r
+                .encode_into(self.next_offset, ts, &mut self.buf)
+                .unwrap_or(0);
+            self.metas.push_back(Meta {
+                offset: self.next_offset,
+                pos,
+                len,
+                ts,
+            });
             self.next_offset += 1;
         }
-        self.tickets.push_back(PendingTicket { slot, first, last: self.next_offset - 1, durability });
+        self.tickets.push_back(PendingTicket {
+            slot,
+            first,
+            last: self.next_offset - 1,
+            durability,
+        });
     }
 
     /// Takes up to `max_bytes` of records (at least one) and the tickets they complete.
@@ -139,13 +162,18 @@ impl Queue {
             head
         };
         let last = metas.last().map_or(0, |m| m.offset);
-        let mut batch = Batch { bytes: data, metas, ..Batch::default() };
+        let mut batch = Batch {
+            bytes: data,
+            metas,
+            ..Batch::default()
+        };
         while self.tickets.front().is_some_and(|t| t.last <= last) {
             if let Some(t) = self.tickets.pop_front() {
                 match t.durability {
                     Durability::Sync => batch.sync = true,
                     Durability::Batch { max_delay } => {
-                        batch.deadline = Some(batch.deadline.map_or(max_delay, |d| d.min(max_delay)));
+                        batch.deadline =
+                            Some(batch.deadline.map_or(max_delay, |d| d.min(max_delay)));
                     }
                     Durability::None => {}
                 }
@@ -286,7 +314,11 @@ impl Shared {
     pub(crate) fn release_lead(&self) {
         let mut q = lock(&self.queue);
         q.leader = false;
-        let next = if q.has_work() { Some(q.successor()) } else { None };
+        let next = if q.has_work() {
+            Some(q.successor())
+        } else {
+            None
+        };
         drop(q);
         self.space.notify_all();
         match next {
@@ -326,7 +358,9 @@ impl Shared {
             self.sync_locked(w)?;
             return Ok(true);
         }
-        let limit = batch.deadline.unwrap_or(self.config.background_sync_interval);
+        let limit = batch
+            .deadline
+            .unwrap_or(self.config.background_sync_interval);
         let due = now + limit.min(self.config.background_sync_interval);
         w.sync_deadline = Some(w.sync_deadline.map_or(due, |d| d.min(due)));
         self.bg.notify();
@@ -342,7 +376,9 @@ impl Shared {
         w.active.sync()?;
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.counters.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.counters
+            .fsync_nanos
+            .fetch_add(nanos, Ordering::Relaxed);
         w.unsynced = false;
         w.sync_deadline = None;
         Ok(())
@@ -351,10 +387,18 @@ impl Shared {
     /// Seals the active segment and starts the next one (from the spare when ready).
     pub(crate) fn roll_locked(&self, w: &mut Writer) -> Result<()> {
         let next = w.active.next_offset;
+        // Seal (sync, truncate, fsync) before the next segment exists: at no moment is there
+        // a newer segment next to an unfinished older one.
+        let sealed = Arc::new(w.active.seal(self.fs.as_ref())?);
         let spare = w.spare.take();
-        let fresh = Active::create(self.fs.as_ref(), &self.dir, &self.config, next, now_ms(), spare)?;
-        let old = std::mem::replace(&mut w.active, fresh);
-        let sealed = Arc::new(old.seal(self.fs.as_ref())?);
+        w.active = Active::create(
+            self.fs.as_ref(),
+            &self.dir,
+            &self.config,
+            next,
+            now_ms(),
+            spare,
+        )?;
         w.unsynced = false;
         w.sync_deadline = None;
         {
@@ -381,21 +425,37 @@ impl Shared {
                     v.visible_next = last.offset + 1;
                     v.visible_end = w.active.write_pos;
                     if v.active_first_ts == 0 && !w.active.is_empty() {
-                        v.active_first_ts = w.active.shared.index.lock()
+                        v.active_first_ts = w
+                            .active
+                            .shared
+                            .index
+                            .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .first().map_or(0, |e| e.timestamp_ms);
+                            .first()
+                            .map_or(0, |e| e.timestamp_ms);
                     }
                 }
-                self.counters.records.fetch_add(batch.metas.len() as u64, Ordering::Relaxed);
-                self.counters.bytes.fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .records
+                    .fetch_add(batch.metas.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
                 for t in batch.tickets {
-                    let done = Appended { first_offset: t.first, last_offset: t.last, synced };
+                    let done = Appended {
+                        first_offset: t.first,
+                        last_offset: t.last,
+                        synced,
+                    };
                     wakes.push(t.slot.complete(Ok(done)));
                 }
             }
             Err(e) => {
                 self.poison(&e);
-                let cause = lock(&self.queue).poisoned.clone().unwrap_or_else(|| Arc::new(cause_of(&e)));
+                let cause = lock(&self.queue)
+                    .poisoned
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(cause_of(&e)));
                 let err = self.poison_error(&cause);
                 for t in batch.tickets {
                     wakes.push(t.slot.complete(Err(super::clone_error(&err))));
@@ -410,5 +470,8 @@ impl Shared {
 fn fail_all(q: &mut super::commit::Queue, err: &Error) -> Vec<Wake> {
     q.buf.clear();
     q.metas.clear();
-    q.tickets.drain(..).map(|t| t.slot.complete(Err(super::clone_error(err)))).collect()
+    q.tickets
+        .drain(..)
+        .map(|t| t.slot.complete(Err(super::clone_error(err))))
+        .collect()
 }

@@ -8,7 +8,9 @@ mod ticket;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +31,9 @@ use ticket::Slot;
 /// Milliseconds since the Unix epoch.
 #[must_use]
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -47,16 +51,26 @@ pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// A copy of an error for a second receiver (tickets of one failed batch).
 pub(crate) fn clone_error(e: &Error) -> Error {
     match e {
-        Error::Poisoned { dir, cause } => Error::Poisoned { dir: dir.clone(), cause: Arc::clone(cause) },
+        Error::Poisoned { dir, cause } => Error::Poisoned {
+            dir: dir.clone(),
+            cause: Arc::clone(cause),
+        },
         Error::Closed { dir } => Error::Closed { dir: dir.clone() },
         Error::Io { op, path, source } => {
             let source = match source.raw_os_error() {
                 Some(code) => std::io::Error::from_raw_os_error(code),
                 None => std::io::Error::new(source.kind(), source.to_string()),
             };
-            Error::Io { op: *op, path: path.clone(), source }
+            Error::Io {
+                op: *op,
+                path: path.clone(),
+                source,
+            }
         }
-        other => Error::NotALog { path: PathBuf::new(), reason: other.to_string() },
+        other => Error::NotALog {
+            path: PathBuf::new(),
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -75,7 +89,9 @@ pub(crate) struct View {
 
 impl View {
     pub(crate) fn first_offset(&self) -> u64 {
-        self.sealed.first().map_or(self.active.base_offset, |s| s.base_offset)
+        self.sealed
+            .first()
+            .map_or(self.active.base_offset, |s| s.base_offset)
     }
 }
 
@@ -168,9 +184,14 @@ impl Log {
     pub fn open_with(fs: Arc<dyn Vfs>, dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs.create_dir_all(&dir).map_err(|e| Error::io(IoOp::Open, &dir, e))?;
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io(IoOp::Open, &dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
-        let guard = fs.lock(&lock_path).map_err(|source| Error::Locked { dir: dir.clone(), lock: lock_path, source })?;
+        let guard = fs.lock(&lock_path).map_err(|source| Error::Locked {
+            dir: dir.clone(),
+            lock: lock_path,
+            source,
+        })?;
         let rec = recovery::recover(fs.as_ref(), &dir, &config, now_ms())?;
         let active = rec.active;
         let view = View {
@@ -178,9 +199,17 @@ impl Log {
             active: Arc::clone(&active.shared),
             visible_next: active.next_offset,
             visible_end: active.write_pos,
-            active_first_ts: active.shared.index.lock().unwrap_or_else(PoisonError::into_inner).first().map_or(0, |e| e.timestamp_ms),
+            active_first_ts: active
+                .shared
+                .index
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .first()
+                .map_or(0, |e| e.timestamp_ms),
         };
-        let last_ts = active.last_timestamp.max(view.sealed.last().map_or(0, |s| s.last_timestamp));
+        let last_ts = active
+            .last_timestamp
+            .max(view.sealed.last().map_or(0, |s| s.last_timestamp));
         let queue = Queue::new(active.next_offset, last_ts);
         let shared = Arc::new(Shared {
             dir,
@@ -188,7 +217,12 @@ impl Log {
             config,
             queue: Mutex::new(queue),
             space: Condvar::new(),
-            writer: Mutex::new(Writer { active, spare: None, unsynced: false, sync_deadline: None }),
+            writer: Mutex::new(Writer {
+                active,
+                spare: None,
+                unsynced: false,
+                sync_deadline: None,
+            }),
             view: RwLock::new(view),
             bg: background::BgSignal::default(),
             counters: LogCounters::default(),
@@ -196,7 +230,11 @@ impl Log {
             _lock: guard,
         });
         let handle = background::spawn(Arc::clone(&shared))?;
-        Ok(Self { shared, bg_thread: Mutex::new(Some(handle)), report: rec.report })
+        Ok(Self {
+            shared,
+            bg_thread: Mutex::new(Some(handle)),
+            report: rec.report,
+        })
     }
 
     /// What opening found and repaired.
@@ -224,7 +262,12 @@ impl Log {
     /// # Errors
     /// `RecordTooLarge`, an empty `records`, `Poisoned` or `Closed`.
     pub fn append(&self, records: &[Record], durability: Durability) -> Result<Ticket> {
-        self.shared.enqueue(records, durability, true).map(|slot| Ticket { slot, shared: Arc::clone(&self.shared) })
+        self.shared
+            .enqueue(records, durability, true)
+            .map(|slot| Ticket {
+                slot,
+                shared: Arc::clone(&self.shared),
+            })
     }
 
     /// As [`Log::append`], but fails with `QueueFull` instead of blocking.
@@ -232,15 +275,22 @@ impl Log {
     /// # Errors
     /// As [`Log::append`], plus `QueueFull`.
     pub fn try_append(&self, records: &[Record], durability: Durability) -> Result<Ticket> {
-        self.shared.enqueue(records, durability, false).map(|slot| Ticket { slot, shared: Arc::clone(&self.shared) })
+        self.shared
+            .enqueue(records, durability, false)
+            .map(|slot| Ticket {
+                slot,
+                shared: Arc::clone(&self.shared),
+            })
     }
 
     /// Appends one record and blocks until it is durable under `durability`.
     ///
     /// # Errors
     /// As [`Log::append`] and [`Ticket::wait`].
+    #[allow(clippy::needless_pass_by_value)] // taking ownership reads naturally at call sites
     pub fn append_one(&self, record: Record, durability: Durability) -> Result<Appended> {
-        self.append(std::slice::from_ref(&record), durability)?.wait()
+        self.append(std::slice::from_ref(&record), durability)?
+            .wait()
     }
 
     /// A reader from `offset` (which may equal the next offset: the reader then waits for
@@ -266,7 +316,10 @@ impl Log {
     pub fn stats(&self) -> LogStats {
         let view = read(&self.shared.view);
         let bytes = view.sealed.iter().map(|s| s.len).sum::<u64>() + view.visible_end;
-        let poisoned = lock(&self.shared.queue).poisoned.as_ref().map(|c| c.to_string());
+        let poisoned = lock(&self.shared.queue)
+            .poisoned
+            .as_ref()
+            .map(ToString::to_string);
         LogStats {
             first_offset: view.first_offset(),
             next_offset: view.visible_next,
@@ -359,9 +412,16 @@ impl Drop for Log {
 
 impl Shared {
     /// Validates, encodes and queues records; returns the completion slot.
-    fn enqueue(&self, records: &[Record], durability: Durability, block: bool) -> Result<Arc<Slot>> {
+    fn enqueue(
+        &self,
+        records: &[Record],
+        durability: Durability,
+        block: bool,
+    ) -> Result<Arc<Slot>> {
         if records.is_empty() {
-            return Err(Error::Record(RecordError::Malformed("an append needs at least one record")));
+            return Err(Error::Record(RecordError::Malformed(
+                "an append needs at least one record",
+            )));
         }
         let mut total = 0usize;
         for r in records {
@@ -369,7 +429,12 @@ impl Shared {
             match r.encoded_len() {
                 Some(n) if n <= max => total += n,
                 Some(n) => return Err(Error::RecordTooLarge { size: n, max }),
-                None => return Err(Error::RecordTooLarge { size: usize::MAX, max }),
+                None => {
+                    return Err(Error::RecordTooLarge {
+                        size: usize::MAX,
+                        max,
+                    })
+                }
             }
         }
         let slot = Slot::new();
@@ -381,7 +446,10 @@ impl Shared {
                 break;
             }
             if !block {
-                return Err(Error::QueueFull { pending_bytes: pending, limit: self.config.max_pending_bytes });
+                return Err(Error::QueueFull {
+                    pending_bytes: pending,
+                    limit: self.config.max_pending_bytes,
+                });
             }
             q = self.space.wait(q).unwrap_or_else(PoisonError::into_inner);
         }
@@ -390,6 +458,9 @@ impl Shared {
     }
 
     pub(crate) fn poison_error(&self, cause: &Arc<PoisonCause>) -> Error {
-        Error::Poisoned { dir: self.dir.clone(), cause: Arc::clone(cause) }
+        Error::Poisoned {
+            dir: self.dir.clone(),
+            cause: Arc::clone(cause),
+        }
     }
 }

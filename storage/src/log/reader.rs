@@ -53,11 +53,18 @@ pub(crate) fn offset_near_time(shared: &Shared, ts: u64) -> u64 {
     // first record is older than `ts`, or in the one after it.
     if view.active_first_ts != 0 && view.active_first_ts < ts {
         let a = &view.active;
-        return a.floor_time(ts).map_or(a.base_offset, |e| a.base_offset + u64::from(e.rel_offset));
+        return a
+            .floor_time(ts)
+            .map_or(a.base_offset, |e| a.base_offset + u64::from(e.rel_offset));
     }
-    let i = view.sealed.partition_point(|s| s.index.get(0).is_some_and(|e| e.timestamp_ms < ts));
+    let i = view
+        .sealed
+        .partition_point(|s| s.index.get(0).is_some_and(|e| e.timestamp_ms < ts));
     match i.checked_sub(1).and_then(|k| view.sealed.get(k)) {
-        Some(s) => s.index.floor_time(ts).map_or(s.base_offset, |e| s.base_offset + u64::from(e.rel_offset)),
+        Some(s) => s
+            .index
+            .floor_time(ts)
+            .map_or(s.base_offset, |e| s.base_offset + u64::from(e.rel_offset)),
         None => view.first_offset(),
     }
 }
@@ -68,10 +75,21 @@ impl LogReader {
             let v = read(&shared.view);
             let (first, next) = (v.first_offset(), v.visible_next);
             if offset < first || offset > next {
-                return Err(Error::OffsetOutOfRange { requested: offset, first, next });
+                return Err(Error::OffsetOutOfRange {
+                    requested: offset,
+                    first,
+                    next,
+                });
             }
         }
-        Ok(Self { shared, next: offset, cur: None, min_ts, buf: Vec::new(), buf_pos: 0 })
+        Ok(Self {
+            shared,
+            next: offset,
+            cur: None,
+            min_ts,
+            buf: Vec::new(),
+            buf_pos: 0,
+        })
     }
 
     /// The offset of the next record this reader will yield.
@@ -85,37 +103,59 @@ impl LogReader {
         let v = read(&self.shared.view);
         let first = v.first_offset();
         if self.next < first {
-            return Err(Error::OffsetOutOfRange { requested: self.next, first, next: v.visible_next });
+            return Err(Error::OffsetOutOfRange {
+                requested: self.next,
+                first,
+                next: v.visible_next,
+            });
         }
         if self.next >= v.active.base_offset {
             let a = &v.active;
-            let pos = a.floor_offset(self.next - a.base_offset).map_or(SEGMENT_HEADER_LEN as u64, |e| u64::from(e.position));
+            let pos = a
+                .floor_offset(self.next - a.base_offset)
+                .map_or(SEGMENT_HEADER_LEN as u64, |e| u64::from(e.position));
             return Ok((Seg::Active(Arc::clone(a)), pos));
         }
         let i = v.sealed.partition_point(|s| s.base_offset <= self.next);
         let Some(s) = i.checked_sub(1).and_then(|k| v.sealed.get(k)) else {
-            return Err(Error::OffsetOutOfRange { requested: self.next, first, next: v.visible_next });
+            return Err(Error::OffsetOutOfRange {
+                requested: self.next,
+                first,
+                next: v.visible_next,
+            });
         };
-        let pos = s.index.floor_offset(self.next - s.base_offset).map_or(SEGMENT_HEADER_LEN as u64, |e| u64::from(e.position));
+        let pos = s
+            .index
+            .floor_offset(self.next - s.base_offset)
+            .map_or(SEGMENT_HEADER_LEN as u64, |e| u64::from(e.position));
         Ok((Seg::Sealed(Arc::clone(s)), pos))
     }
 
     /// Reads the bytes of the record at `pos` of an unmapped segment into `buf`, up to `limit`.
-    fn fill(&mut self, file: &dyn crate::io::VFile, path: &std::path::Path, pos: u64, limit: u64) -> Result<&[u8]> {
-        let have = |r: &Self| pos >= r.buf_pos && pos + RECORD_HEADER_LEN as u64 <= r.buf_pos + r.buf.len() as u64;
+    fn fill(
+        &mut self,
+        file: &dyn crate::io::VFile,
+        path: &std::path::Path,
+        pos: u64,
+        limit: u64,
+    ) -> Result<&[u8]> {
+        let have = |r: &Self| {
+            pos >= r.buf_pos && pos + RECORD_HEADER_LEN as u64 <= r.buf_pos + r.buf.len() as u64
+        };
         let whole = |r: &Self| {
             let start = (pos - r.buf_pos) as usize;
-            match record::decode(&r.buf[start..], usize::MAX) {
-                Ok(Decoded::Incomplete { .. }) => false,
-                _ => true,
-            }
+            !matches!(
+                record::decode(&r.buf[start..], usize::MAX),
+                Ok(Decoded::Incomplete { .. })
+            )
         };
         if !(have(self) && whole(self)) {
             let want = READ_CHUNK.max(self.shared.config.max_record_bytes.min(64 << 20));
             let avail = usize::try_from(limit.saturating_sub(pos)).unwrap_or(usize::MAX);
             let n = want.min(avail);
             self.buf.resize(n, 0);
-            let got = read_up_to(file, &mut self.buf, pos).map_err(|e| Error::io(IoOp::Read, path, e))?;
+            let got =
+                read_up_to(file, &mut self.buf, pos).map_err(|e| Error::io(IoOp::Read, path, e))?;
             self.buf.truncate(got);
             self.buf_pos = pos;
         }
@@ -157,7 +197,11 @@ impl LogReader {
                     }
                 },
                 Seg::Active(a) => {
-                    let limit = if Arc::ptr_eq(a, &active_limit.0) { active_limit.1 } else { u64::MAX };
+                    let limit = if Arc::ptr_eq(a, &active_limit.0) {
+                        active_limit.1
+                    } else {
+                        u64::MAX
+                    };
                     let f = Arc::clone(&a.file);
                     match self.fill(f.as_ref(), &a.path, pos, limit) {
                         Ok(b) => record_or_end(b, max),
@@ -174,7 +218,15 @@ impl LogReader {
                         continue;
                     }
                     if rec.offset > self.next {
-                        return Some(Err(corrupt(&seg, pos, self.next, format!("found offset {} where {} was expected", rec.offset, self.next))));
+                        return Some(Err(corrupt(
+                            &seg,
+                            pos,
+                            self.next,
+                            format!(
+                                "found offset {} where {} was expected",
+                                rec.offset, self.next
+                            ),
+                        )));
                     }
                     self.next += 1;
                     self.cur = Some((seg, pos + len));
@@ -187,7 +239,12 @@ impl LogReader {
                 Ok(None) => {
                     // End of this segment's data: the record is in the next segment.
                     if relocated {
-                        return Some(Err(corrupt(&seg, pos, self.next, "acknowledged record not found".into())));
+                        return Some(Err(corrupt(
+                            &seg,
+                            pos,
+                            self.next,
+                            "acknowledged record not found".into(),
+                        )));
                     }
                     relocated = true;
                     self.buf.clear();
@@ -196,7 +253,12 @@ impl LogReader {
                         Err(e) => return Some(Err(e)),
                     };
                     if same_seg(&s2, &seg) && p2 >= pos {
-                        return Some(Err(corrupt(&seg, pos, self.next, "acknowledged record not found".into())));
+                        return Some(Err(corrupt(
+                            &seg,
+                            pos,
+                            self.next,
+                            "acknowledged record not found".into(),
+                        )));
                     }
                     self.cur = Some((s2, p2));
                 }
@@ -215,11 +277,19 @@ fn same_seg(a: &Seg, b: &Seg) -> bool {
 }
 
 fn corrupt(seg: &Seg, pos: u64, offset: u64, reason: String) -> Error {
-    Error::Corruption { segment: seg.path().to_path_buf(), position: pos, offset, reason }
+    Error::Corruption {
+        segment: seg.path().to_path_buf(),
+        position: pos,
+        offset,
+        reason,
+    }
 }
 
 /// A record with its encoded length, `None` at the end of the data, or why the bytes are bad.
-fn record_or_end(bytes: &[u8], max: usize) -> std::result::Result<Option<(StoredRecord, usize)>, String> {
+fn record_or_end(
+    bytes: &[u8],
+    max: usize,
+) -> std::result::Result<Option<(StoredRecord, usize)>, String> {
     match record::decode(bytes, max) {
         Ok(Decoded::Record(v)) => Ok(Some((v.to_owned_record(), v.len))),
         Ok(Decoded::End | Decoded::Incomplete { .. }) => Ok(None),

@@ -19,7 +19,10 @@ pub struct RetentionReport {
 
 /// Deletes the oldest sealed segments while `doomed(segment, bytes_of_log)` says so.
 /// Only a prefix is deleted (the log stays contiguous); the active segment never is.
-fn delete_prefix(shared: &Shared, mut doomed: impl FnMut(&Sealed, u64) -> bool) -> Result<RetentionReport> {
+fn delete_prefix(
+    shared: &Shared,
+    mut doomed: impl FnMut(&Sealed, u64) -> bool,
+) -> Result<RetentionReport> {
     let _one_at_a_time = lock(&shared.retention_lock);
     let removed: Vec<Arc<Sealed>> = {
         let mut v = write(&shared.view);
@@ -48,7 +51,10 @@ fn delete_prefix(shared: &Shared, mut doomed: impl FnMut(&Sealed, u64) -> bool) 
         tracing::info!(segment = %s.path.display(), base_offset = s.base_offset, "retention deleted a segment");
     }
     if !removed.is_empty() {
-        shared.fs.sync_dir(&shared.dir).map_err(|e| Error::io(IoOp::SyncDir, &shared.dir, e))?;
+        shared
+            .fs
+            .sync_dir(&shared.dir)
+            .map_err(|e| Error::io(IoOp::SyncDir, &shared.dir, e))?;
     }
     report.first_offset = read(&shared.view).first_offset();
     Ok(report)
@@ -56,7 +62,9 @@ fn delete_prefix(shared: &Shared, mut doomed: impl FnMut(&Sealed, u64) -> bool) 
 
 pub(crate) fn apply(shared: &Shared, floor: u64, now_ms: u64) -> Result<RetentionReport> {
     let policy = shared.config.retention;
-    let max_age_ms = policy.max_age.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let max_age_ms = policy
+        .max_age
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     delete_prefix(shared, |s, total| {
         if s.next_offset > floor {
             return false;

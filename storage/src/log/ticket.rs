@@ -52,7 +52,13 @@ pub(crate) struct Slot {
 
 impl Slot {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self { state: Mutex::new(SlotState { result: None, wake: Wake::Nobody, lead: false }) })
+        Arc::new(Self {
+            state: Mutex::new(SlotState {
+                result: None,
+                wake: Wake::Nobody,
+                lead: false,
+            }),
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
@@ -114,6 +120,7 @@ impl Ticket {
     }
 
     /// The result when already complete, without blocking.
+    #[must_use]
     pub fn try_result(&self) -> Option<Result<Appended>> {
         let s = self.slot.lock();
         s.result.as_ref().map(|r| match r {

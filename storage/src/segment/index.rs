@@ -42,7 +42,9 @@ impl IndexData {
         match self {
             Self::Mapped(m) => {
                 let start = INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN;
-                m.bytes().get(start..start + INDEX_ENTRY_LEN).and_then(IndexEntry::decode)
+                m.bytes()
+                    .get(start..start + INDEX_ENTRY_LEN)
+                    .and_then(IndexEntry::decode)
             }
             Self::Owned(v) => v.get(i).copied(),
         }
@@ -125,7 +127,11 @@ pub fn read_index_file(fs: &dyn Vfs, path: &Path, base_offset: u64) -> Option<Ve
     if body.len() % INDEX_ENTRY_LEN != 0 {
         return None;
     }
-    Some(body.chunks_exact(INDEX_ENTRY_LEN).filter_map(IndexEntry::decode).collect())
+    Some(
+        body.chunks_exact(INDEX_ENTRY_LEN)
+            .filter_map(IndexEntry::decode)
+            .collect(),
+    )
 }
 
 /// Writes a complete index file durably: to `path.tmp`, synced, renamed over `path`
@@ -133,16 +139,27 @@ pub fn read_index_file(fs: &dyn Vfs, path: &Path, base_offset: u64) -> Option<Ve
 ///
 /// # Errors
 /// The I/O error, with the step and file.
-pub fn write_index_file(fs: &dyn Vfs, path: &Path, base_offset: u64, entries: &[IndexEntry]) -> Result<()> {
+pub fn write_index_file(
+    fs: &dyn Vfs,
+    path: &Path,
+    base_offset: u64,
+    entries: &[IndexEntry],
+) -> Result<()> {
     let tmp = path.with_extension("idx.tmp");
     if fs.exists(&tmp) {
-        fs.remove_file(&tmp).map_err(|e| Error::io(IoOp::Remove, &tmp, e))?;
+        fs.remove_file(&tmp)
+            .map_err(|e| Error::io(IoOp::Remove, &tmp, e))?;
     }
-    let file = fs.open(&tmp, OpenMode::CreateNew).map_err(|e| Error::io(IoOp::Open, &tmp, e))?;
+    let file = fs
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| Error::io(IoOp::Open, &tmp, e))?;
     let bytes = encode_index_file(base_offset, entries);
-    file.write_all_at(&bytes, 0).map_err(|e| Error::io(IoOp::Write, &tmp, e))?;
-    file.sync_all().map_err(|e| Error::io(IoOp::Sync, &tmp, e))?;
-    fs.rename(&tmp, path).map_err(|e| Error::io(IoOp::Rename, path, e))?;
+    file.write_all_at(&bytes, 0)
+        .map_err(|e| Error::io(IoOp::Write, &tmp, e))?;
+    file.sync_all()
+        .map_err(|e| Error::io(IoOp::Sync, &tmp, e))?;
+    fs.rename(&tmp, path)
+        .map_err(|e| Error::io(IoOp::Rename, path, e))?;
     Ok(())
 }
 
@@ -151,7 +168,9 @@ pub fn write_index_file(fs: &dyn Vfs, path: &Path, base_offset: u64, entries: &[
 /// # Errors
 /// The I/O error, with the step and file.
 pub fn open_sealed_index(fs: &dyn Vfs, path: &Path, entries: Vec<IndexEntry>) -> Result<IndexData> {
-    let file: Arc<dyn VFile> = fs.open(path, OpenMode::Read).map_err(|e| Error::io(IoOp::Open, path, e))?;
+    let file: Arc<dyn VFile> = fs
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io(IoOp::Open, path, e))?;
     match file.map().map_err(|e| Error::io(IoOp::Map, path, e))? {
         Some(m) => Ok(IndexData::Mapped(m)),
         None => Ok(IndexData::Owned(entries)),
@@ -163,12 +182,21 @@ mod tests {
     use super::*;
 
     fn e(rel: u32, pos: u32, ts: u64) -> IndexEntry {
-        IndexEntry { rel_offset: rel, position: pos, timestamp_ms: ts }
+        IndexEntry {
+            rel_offset: rel,
+            position: pos,
+            timestamp_ms: ts,
+        }
     }
 
     #[test]
     fn floor_lookups() {
-        let v = vec![e(0, 64, 10), e(10, 4200, 20), e(20, 8400, 20), e(30, 12600, 40)];
+        let v = vec![
+            e(0, 64, 10),
+            e(10, 4200, 20),
+            e(20, 8400, 20),
+            e(30, 12600, 40),
+        ];
         assert_eq!(v.floor_offset(0), Some(e(0, 64, 10)));
         assert_eq!(v.floor_offset(15), Some(e(10, 4200, 20)));
         assert_eq!(v.floor_offset(99), Some(e(30, 12600, 40)));

@@ -74,13 +74,19 @@ impl ActiveShared {
     /// A copy of the index entry at or before relative offset `rel`.
     pub fn floor_offset(&self, rel: u64) -> Option<IndexEntry> {
         use index::Entries;
-        self.index.lock().unwrap_or_else(PoisonError::into_inner).floor_offset(rel)
+        self.index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .floor_offset(rel)
     }
 
     /// A copy of the last index entry with a timestamp before `ts`.
     pub fn floor_time(&self, ts: u64) -> Option<IndexEntry> {
         use index::Entries;
-        self.index.lock().unwrap_or_else(PoisonError::into_inner).floor_time(ts)
+        self.index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .floor_time(ts)
     }
 }
 
@@ -111,8 +117,11 @@ fn zero_fill(file: &dyn VFile, from: u64, to: u64, path: &Path) -> Result<()> {
     let zeros = vec![0u8; ZERO_CHUNK];
     let mut pos = from;
     while pos < to {
-        let n = usize::try_from(to - pos).unwrap_or(ZERO_CHUNK).min(ZERO_CHUNK);
-        file.write_all_at(&zeros[..n], pos).map_err(|e| Error::io(IoOp::Write, path, e))?;
+        let n = usize::try_from(to - pos)
+            .unwrap_or(ZERO_CHUNK)
+            .min(ZERO_CHUNK);
+        file.write_all_at(&zeros[..n], pos)
+            .map_err(|e| Error::io(IoOp::Write, path, e))?;
         pos += n as u64;
     }
     Ok(())
@@ -126,11 +135,15 @@ fn zero_fill(file: &dyn VFile, from: u64, to: u64, path: &Path) -> Result<()> {
 pub fn prepare_spare(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig) -> Result<PathBuf> {
     let path = dir.join(spare_file_name());
     if fs.exists(&path) {
-        fs.remove_file(&path).map_err(|e| Error::io(IoOp::Remove, &path, e))?;
+        fs.remove_file(&path)
+            .map_err(|e| Error::io(IoOp::Remove, &path, e))?;
     }
-    let file = fs.open(&path, OpenMode::CreateNew).map_err(|e| Error::io(IoOp::Open, &path, e))?;
+    let file = fs
+        .open(&path, OpenMode::CreateNew)
+        .map_err(|e| Error::io(IoOp::Open, &path, e))?;
     zero_fill(file.as_ref(), 0, cfg.segment_bytes, &path)?;
-    file.sync_data().map_err(|e| Error::io(IoOp::Sync, &path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
     Ok(path)
 }
 
@@ -150,29 +163,53 @@ impl Active {
         spare: Option<PathBuf>,
     ) -> Result<Self> {
         let path = dir.join(segment_file_name(base_offset));
-        let header = SegmentHeader { base_offset, created_ms }.encode();
-        let file = match spare {
-            Some(spare) => {
-                let file = fs.open(&spare, OpenMode::ReadWrite).map_err(|e| Error::io(IoOp::Open, &spare, e))?;
-                file.write_all_at(&header, 0).map_err(|e| Error::io(IoOp::Write, &spare, e))?;
-                file.sync_data().map_err(|e| Error::io(IoOp::Sync, &spare, e))?;
-                fs.rename(&spare, &path).map_err(|e| Error::io(IoOp::Rename, &path, e))?;
-                file
+        let header = SegmentHeader {
+            base_offset,
+            created_ms,
+        }
+        .encode();
+        let file = if let Some(spare) = spare {
+            let file = fs
+                .open(&spare, OpenMode::ReadWrite)
+                .map_err(|e| Error::io(IoOp::Open, &spare, e))?;
+            file.write_all_at(&header, 0)
+                .map_err(|e| Error::io(IoOp::Write, &spare, e))?;
+            file.sync_data()
+                .map_err(|e| Error::io(IoOp::Sync, &spare, e))?;
+            fs.rename(&spare, &path)
+                .map_err(|e| Error::io(IoOp::Rename, &path, e))?;
+            file
+        } else {
+            let file = fs
+                .open(&path, OpenMode::CreateNew)
+                .map_err(|e| Error::io(IoOp::Open, &path, e))?;
+            if cfg.preallocate == Preallocate::ZeroFill {
+                zero_fill(
+                    file.as_ref(),
+                    SEGMENT_HEADER_LEN as u64,
+                    cfg.segment_bytes,
+                    &path,
+                )?;
             }
-            None => {
-                let file = fs.open(&path, OpenMode::CreateNew).map_err(|e| Error::io(IoOp::Open, &path, e))?;
-                if cfg.preallocate == Preallocate::ZeroFill {
-                    zero_fill(file.as_ref(), SEGMENT_HEADER_LEN as u64, cfg.segment_bytes, &path)?;
-                }
-                file.write_all_at(&header, 0).map_err(|e| Error::io(IoOp::Write, &path, e))?;
-                file.sync_data().map_err(|e| Error::io(IoOp::Sync, &path, e))?;
-                file
-            }
+            file.write_all_at(&header, 0)
+                .map_err(|e| Error::io(IoOp::Write, &path, e))?;
+            file.sync_data()
+                .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
+            file
         };
         let index_path = dir.join(index_file_name(base_offset));
         let idx_file = create_index(fs, &index_path, base_offset, &[])?;
-        fs.sync_dir(dir).map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
-        Ok(Self::from_parts(file, idx_file, path, index_path, cfg, base_offset, created_ms))
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
+        Ok(Self::from_parts(
+            file,
+            idx_file,
+            path,
+            index_path,
+            cfg,
+            base_offset,
+            created_ms,
+        ))
     }
 
     fn from_parts(
@@ -185,7 +222,12 @@ impl Active {
         created_ms: u64,
     ) -> Self {
         Self {
-            shared: Arc::new(ActiveShared { base_offset, file, path, index: Mutex::new(Vec::new()) }),
+            shared: Arc::new(ActiveShared {
+                base_offset,
+                file,
+                path,
+                index: Mutex::new(Vec::new()),
+            }),
             idx_file,
             index_path,
             created_ms,
@@ -216,23 +258,38 @@ impl Active {
         let path = dir.join(segment_file_name(header.base_offset));
         let index_path = dir.join(index_file_name(header.base_offset));
         let idx_file = if index_ok {
-            fs.open(&index_path, OpenMode::ReadWrite).map_err(|e| Error::io(IoOp::Open, &index_path, e))?
+            fs.open(&index_path, OpenMode::ReadWrite)
+                .map_err(|e| Error::io(IoOp::Open, &index_path, e))?
         } else {
             if fs.exists(&index_path) {
-                fs.remove_file(&index_path).map_err(|e| Error::io(IoOp::Remove, &index_path, e))?;
+                fs.remove_file(&index_path)
+                    .map_err(|e| Error::io(IoOp::Remove, &index_path, e))?;
             }
             let f = create_index(fs, &index_path, header.base_offset, &scan.index)?;
-            fs.sync_dir(dir).map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
+            fs.sync_dir(dir)
+                .map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
             f
         };
-        let mut a = Self::from_parts(file, idx_file, path, index_path, cfg, header.base_offset, header.created_ms);
+        let mut a = Self::from_parts(
+            file,
+            idx_file,
+            path,
+            index_path,
+            cfg,
+            header.base_offset,
+            header.created_ms,
+        );
         a.capacity = cfg.segment_bytes.max(scan.end as u64);
         a.write_pos = scan.end as u64;
         a.next_offset = scan.next_offset;
         a.last_timestamp = scan.last_timestamp;
         a.idx_written = scan.index.len();
         a.policy = IndexPolicy::resume(cfg.index_interval_bytes, scan.index.last());
-        *a.shared.index.lock().unwrap_or_else(PoisonError::into_inner) = scan.index.clone();
+        a.shared
+            .index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone_from(&scan.index);
         Ok(a)
     }
 
@@ -262,7 +319,10 @@ impl Active {
         let mut new_entries = Vec::new();
         for &(offset, rel_pos, ts) in metas {
             let pos = self.write_pos as usize + rel_pos;
-            if let Some(e) = self.policy.observe(self.shared.base_offset, offset, pos, ts) {
+            if let Some(e) = self
+                .policy
+                .observe(self.shared.base_offset, offset, pos, ts)
+            {
                 new_entries.push(e);
             }
             self.last_timestamp = ts;
@@ -280,7 +340,11 @@ impl Active {
                 tracing::warn!(index = %self.index_path.display(), error = %e, "index write failed; it will be rebuilt on open");
             }
             self.idx_written += new_entries.len();
-            self.shared.index.lock().unwrap_or_else(PoisonError::into_inner).extend(new_entries);
+            self.shared
+                .index
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(new_entries);
         }
         Ok(())
     }
@@ -290,7 +354,10 @@ impl Active {
     /// # Errors
     /// The I/O error of the sync.
     pub fn sync(&self) -> Result<()> {
-        self.shared.file.sync_data().map_err(|e| Error::io(IoOp::Sync, &self.shared.path, e))
+        self.shared
+            .file
+            .sync_data()
+            .map_err(|e| Error::io(IoOp::Sync, &self.shared.path, e))
     }
 
     /// Seals the segment: data synced, file truncated to its data and fsync'd, index
@@ -298,16 +365,28 @@ impl Active {
     ///
     /// # Errors
     /// The I/O error, with the step and file.
-    pub fn seal(self, fs: &dyn Vfs) -> Result<Sealed> {
+    pub fn seal(&self, fs: &dyn Vfs) -> Result<Sealed> {
         let path = self.shared.path.clone();
         let file = &self.shared.file;
-        file.sync_data().map_err(|e| Error::io(IoOp::Sync, &path, e))?;
-        file.set_len(self.write_pos).map_err(|e| Error::io(IoOp::SetLen, &path, e))?;
-        file.sync_all().map_err(|e| Error::io(IoOp::Sync, &path, e))?;
-        let entries = self.shared.index.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        file.sync_data()
+            .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
+        file.set_len(self.write_pos)
+            .map_err(|e| Error::io(IoOp::SetLen, &path, e))?;
+        file.sync_all()
+            .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
+        let entries = self
+            .shared
+            .index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let bytes = encode_index_file(self.shared.base_offset, &entries);
-        self.idx_file.write_all_at(&bytes, 0).map_err(|e| Error::io(IoOp::Write, &self.index_path, e))?;
-        self.idx_file.sync_all().map_err(|e| Error::io(IoOp::Sync, &self.index_path, e))?;
+        self.idx_file
+            .write_all_at(&bytes, 0)
+            .map_err(|e| Error::io(IoOp::Write, &self.index_path, e))?;
+        self.idx_file
+            .sync_all()
+            .map_err(|e| Error::io(IoOp::Sync, &self.index_path, e))?;
         let source = match file.map().map_err(|e| Error::io(IoOp::Map, &path, e))? {
             Some(m) => Source::Mapped(m),
             None => Source::File(Arc::clone(file)),
@@ -320,18 +399,27 @@ impl Active {
             last_timestamp: self.last_timestamp,
             created_ms: self.created_ms,
             path,
-            index_path: self.index_path,
+            index_path: self.index_path.clone(),
             source,
             index,
         })
     }
 }
 
-fn create_index(fs: &dyn Vfs, path: &Path, base_offset: u64, entries: &[IndexEntry]) -> Result<Arc<dyn VFile>> {
+fn create_index(
+    fs: &dyn Vfs,
+    path: &Path,
+    base_offset: u64,
+    entries: &[IndexEntry],
+) -> Result<Arc<dyn VFile>> {
     if fs.exists(path) {
-        fs.remove_file(path).map_err(|e| Error::io(IoOp::Remove, path, e))?;
+        fs.remove_file(path)
+            .map_err(|e| Error::io(IoOp::Remove, path, e))?;
     }
-    let f = fs.open(path, OpenMode::CreateNew).map_err(|e| Error::io(IoOp::Open, path, e))?;
-    f.write_all_at(&encode_index_file(base_offset, entries), 0).map_err(|e| Error::io(IoOp::Write, path, e))?;
+    let f = fs
+        .open(path, OpenMode::CreateNew)
+        .map_err(|e| Error::io(IoOp::Open, path, e))?;
+    f.write_all_at(&encode_index_file(base_offset, entries), 0)
+        .map_err(|e| Error::io(IoOp::Write, path, e))?;
     Ok(f)
 }

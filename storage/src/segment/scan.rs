@@ -55,17 +55,29 @@ impl IndexPolicy {
     /// A policy with the given interval, with no entry made yet.
     #[must_use]
     pub fn new(interval: u32) -> Self {
-        Self { interval: interval as usize, last_entry_pos: None }
+        Self {
+            interval: interval as usize,
+            last_entry_pos: None,
+        }
     }
 
     /// A policy that continues after an existing last entry.
     #[must_use]
     pub fn resume(interval: u32, last: Option<&IndexEntry>) -> Self {
-        Self { interval: interval as usize, last_entry_pos: last.map(|e| e.position as usize) }
+        Self {
+            interval: interval as usize,
+            last_entry_pos: last.map(|e| e.position as usize),
+        }
     }
 
     /// Returns the entry for a record at `position`, when one is due.
-    pub fn observe(&mut self, base: u64, offset: u64, position: usize, ts: u64) -> Option<IndexEntry> {
+    pub fn observe(
+        &mut self,
+        base: u64,
+        offset: u64,
+        position: usize,
+        ts: u64,
+    ) -> Option<IndexEntry> {
         let due = match self.last_entry_pos {
             None => true,
             Some(p) => position.saturating_sub(p) >= self.interval,
@@ -147,11 +159,16 @@ pub fn scan(bytes: &[u8], base_offset: u64, max_record: usize, index_interval: u
 /// Only runs on the rare path where a scan of the last segment stopped early, so it is a
 /// plain byte-by-byte search, skipping runs of zeros (a record's 4-byte length is never 0).
 #[must_use]
-pub fn find_valid_record_after(bytes: &[u8], from: usize, min_offset: u64, max_record: usize) -> Option<(usize, u64)> {
+pub fn find_valid_record_after(
+    bytes: &[u8],
+    from: usize,
+    min_offset: u64,
+    max_record: usize,
+) -> Option<(usize, u64)> {
     let mut p = from + 1;
     while p + RECORD_HEADER_LEN <= bytes.len() {
         // Skip to the next non-zero byte; a record start is at most 3 bytes before it.
-        let Some(nz) = bytes[p..].iter().position(|&b| b != 0) else { return None };
+        let nz = bytes[p..].iter().position(|&b| b != 0)?;
         let q = p + nz;
         let start = q.saturating_sub(3).max(p);
         for cand in start..=q {
@@ -169,9 +186,14 @@ pub fn find_valid_record_after(bytes: &[u8], from: usize, min_offset: u64, max_r
     None
 }
 
-/// Decodes the record at `pos`, for readers: any outcome but a record is `None` plus why.
+/// Decodes the record at `pos`, for readers.
+///
+/// # Errors
+/// Why there is no record at `pos` (the end of the data, a torn record, corruption).
 pub fn record_at(bytes: &[u8], pos: usize, max_record: usize) -> Result<RecordView<'_>, Stop> {
-    let Some(rest) = bytes.get(pos..) else { return Err(Stop::End) };
+    let Some(rest) = bytes.get(pos..) else {
+        return Err(Stop::End);
+    };
     match record::decode(rest, max_record) {
         Ok(Decoded::Record(v)) => Ok(v),
         Ok(Decoded::End) => Err(Stop::End),
@@ -187,7 +209,12 @@ mod tests {
     use crate::format::record::Record;
 
     fn segment(n: u64, base: u64) -> Vec<u8> {
-        let mut b = SegmentHeader { base_offset: base, created_ms: 1 }.encode().to_vec();
+        let mut b = SegmentHeader {
+            base_offset: base,
+            created_ms: 1,
+        }
+        .encode()
+        .to_vec();
         for i in 0..n {
             Record::from_payload(vec![i as u8; 100]).encode_into(base + i, 10 + i, &mut b);
         }
@@ -208,7 +235,10 @@ mod tests {
         assert_eq!(s.last_timestamp, 109);
         // 144-byte records, an entry at least every 1000 bytes: every 7th record.
         assert_eq!(s.index.first().map(|e| e.position), Some(64));
-        assert!(s.index.windows(2).all(|w| w[1].position - w[0].position >= 1000));
+        assert!(s
+            .index
+            .windows(2)
+            .all(|w| w[1].position - w[0].position >= 1000));
         assert_eq!(s.index.len(), 15);
     }
 
@@ -222,7 +252,10 @@ mod tests {
         let last_start = s.end;
         c[last_start + 60] ^= 0xff;
         let s2 = scan(&c, 0, 1 << 20, 4096);
-        assert!(matches!(s2.stop, Stop::Corrupt(RecordError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            s2.stop,
+            Stop::Corrupt(RecordError::ChecksumMismatch { .. })
+        ));
         assert_eq!(s2.end, last_start);
         assert_eq!(find_valid_record_after(&c, last_start, 9, 1 << 20), None);
         // Corrupt a middle record: the records after it are found.
