@@ -13,7 +13,7 @@
 //! everything found is reported instead of the first error, and what opening would repair
 //! (a torn tail, a stale index, leftovers) is a warning rather than a repair.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -81,6 +81,10 @@ pub enum ProblemKind {
     /// A leftover that opening removes: a temporary file, an index without its segment, a
     /// newest segment whose header was never written. Severity: warning.
     Leftover,
+    /// A sealed segment whose records are followed by nothing but zeros up to the end of
+    /// the file: a seal interrupted before its truncation. Opening the log (with
+    /// `verify_on_open`, the default) truncates it. Severity: warning.
+    InterruptedSeal,
 }
 
 impl ProblemKind {
@@ -89,7 +93,9 @@ impl ProblemKind {
     pub fn severity(self) -> Severity {
         match self {
             Self::Corruption | Self::UnsupportedVersion | Self::UnknownFile => Severity::Error,
-            Self::TornTail | Self::IndexMismatch | Self::Leftover => Severity::Warning,
+            Self::TornTail | Self::IndexMismatch | Self::Leftover | Self::InterruptedSeal => {
+                Severity::Warning
+            }
         }
     }
 
@@ -103,6 +109,7 @@ impl ProblemKind {
             Self::TornTail => "torn-tail",
             Self::IndexMismatch => "index-mismatch",
             Self::Leftover => "leftover",
+            Self::InterruptedSeal => "interrupted-seal",
         }
     }
 }
@@ -133,7 +140,13 @@ impl Problem {
         self.kind.severity()
     }
 
-    fn in_segment(kind: ProblemKind, file: &str, position: usize, offset: u64, message: String) -> Self {
+    fn in_segment(
+        kind: ProblemKind,
+        file: &str,
+        position: usize,
+        offset: u64,
+        message: String,
+    ) -> Self {
         Self {
             kind,
             file: file.to_owned(),
@@ -149,13 +162,26 @@ impl Problem {
     }
 
     fn file_only(kind: ProblemKind, file: &str, message: String) -> Self {
-        Self { kind, file: file.to_owned(), segment: None, position: None, offset: None, message }
+        Self {
+            kind,
+            file: file.to_owned(),
+            segment: None,
+            position: None,
+            offset: None,
+            message,
+        }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} in {}", self.severity().as_str(), self.kind.as_str(), self.file)?;
+        write!(
+            f,
+            "{} {} in {}",
+            self.severity().as_str(),
+            self.kind.as_str(),
+            self.file
+        )?;
         if let Some(seg) = self.segment.as_deref().filter(|s| *s != self.file) {
             write!(f, " (segment {seg})")?;
         }
@@ -192,9 +218,13 @@ impl Bytes {
     fn load(path: &Path, sealed: bool) -> Result<Self> {
         if sealed {
             let file = File::open(path).map_err(|e| Error::io(IoOp::Open, path, e))?;
-            Mapped::map(&file).map(Self::Mapped).map_err(|e| Error::io(IoOp::Map, path, e))
+            Mapped::map(&file)
+                .map(Self::Mapped)
+                .map_err(|e| Error::io(IoOp::Map, path, e))
         } else {
-            fs::read(path).map(Self::Owned).map_err(|e| Error::io(IoOp::Read, path, e))
+            fs::read(path)
+                .map(Self::Owned)
+                .map_err(|e| Error::io(IoOp::Read, path, e))
         }
     }
 }
@@ -221,7 +251,10 @@ fn list(dir: &Path) -> Result<Listing> {
         let entry = entry.map_err(|e| Error::io(IoOp::ListDir, dir, e))?;
         let os_name = entry.file_name();
         let Some(name) = os_name.to_str() else {
-            out.unknown.push((os_name.to_string_lossy().into_owned(), "the file name is not UTF-8"));
+            out.unknown.push((
+                os_name.to_string_lossy().into_owned(),
+                "the file name is not UTF-8",
+            ));
             continue;
         };
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -235,10 +268,10 @@ fn list(dir: &Path) -> Result<Listing> {
             out.segments.push(base);
         } else if let Some(base) = parse_file_name(name, INDEX_SUFFIX) {
             out.indexes.push(base);
-        } else if name.ends_with(SPARE_SUFFIX) {
-            // Opening removes any name ending in the spare suffix (recovery::inventory).
+        } else if extension_is(name, SPARE_SUFFIX) {
+            // Opening removes these, as recovery::inventory does.
             out.spares.push(name.to_owned());
-        } else if name.ends_with(".tmp") {
+        } else if extension_is(name, "tmp") {
             out.temporaries.push(name.to_owned());
         } else {
             out.unknown.push((
@@ -256,10 +289,18 @@ fn list(dir: &Path) -> Result<Listing> {
     Ok(out)
 }
 
+/// True when the file name's extension is `ext` (as `recovery::inventory` tells spare and
+/// temporary files).
+fn extension_is(name: &str, ext: &str) -> bool {
+    Path::new(name).extension().is_some_and(|x| x == ext)
+}
+
 /// True when another process (or an open `Log` of this one) holds the directory lock.
 /// Takes a shared lock for an instant and releases it; a missing `LOCK` is not created.
 fn lock_held(dir: &Path) -> bool {
-    let Ok(file) = File::open(dir.join(LOCK_FILE)) else { return false };
+    let Ok(file) = File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
     match file.try_lock_shared() {
         Ok(()) => {
             let _ = file.unlock();
@@ -296,49 +337,116 @@ fn describe_stop(stop: &Stop, pos: usize, len: usize, expected: u64) -> String {
             format!("a record of {need} bytes runs past the end of the file ({len} bytes)")
         }
         Stop::Corrupt(e) => e.to_string(),
-        Stop::WrongOffset { found } => format!("the record carries offset {found}, expected {expected}"),
+        Stop::WrongOffset { found } => {
+            format!("the record carries offset {found}, expected {expected}")
+        }
     }
 }
 
-/// What follows the last valid record of the newest segment.
-fn classify_tail(file: &str, bytes: &[u8], end: usize, stop: &Stop, next: u64, max_record: usize) -> Option<Problem> {
+/// Why reading a sealed segment stopped at `pos` before the end of its file, in words.
+fn sealed_damage(stop: &Stop, pos: usize, len: usize, expected: u64) -> String {
+    let mut reason = describe_stop(stop, pos, len, expected);
+    if matches!(stop, Stop::End | Stop::Incomplete { .. }) {
+        reason.push_str(" (a sealed segment ends exactly at its last record)");
+    }
+    reason
+}
+
+/// Where valid records resume after damage at `end` (which stopped with `stop` while
+/// offset `next` was expected): a valid record at `end` itself with a later offset (the
+/// offsets in between are missing), else the first valid record after `end` with an offset
+/// of at least `next`.
+fn resume_point(
+    bytes: &[u8],
+    end: usize,
+    stop: &Stop,
+    next: u64,
+    max_record: usize,
+) -> Option<(usize, u64)> {
+    match *stop {
+        Stop::WrongOffset { found } if found > next => Some((end, found)),
+        _ => find_valid_record_after(bytes, end, next, max_record),
+    }
+}
+
+/// What follows the last valid record of the newest segment: nothing but zeros (`None`),
+/// a torn tail, or damage with valid records after it (a corruption).
+fn classify_tail(
+    file: &str,
+    bytes: &[u8],
+    end: usize,
+    stop: &Stop,
+    next: u64,
+    max_record: usize,
+) -> Option<Problem> {
     let rest = &bytes[end..];
     let last_nz = rest.iter().rposition(|&b| b != 0)?;
     let reason = match stop {
         Stop::End => "non-zero bytes after the end of the data".to_owned(),
         other => describe_stop(other, end, bytes.len(), next),
     };
-    if let Some((pos, offset)) = find_valid_record_after(bytes, end, next, max_record) {
-        return Some(Problem::corruption(file, end, next, format!(
+    if let Some((pos, offset)) = resume_point(bytes, end, stop, next, max_record) {
+        return Some(Problem::corruption(
+            file,
+            end,
+            next,
+            format!(
             "{reason}; a valid record (offset {offset}) follows at byte {pos}, so this is damage \
              inside the log, not a torn tail: opening the log refuses it"
-        )));
+        ),
+        ));
     }
-    Some(Problem::in_segment(ProblemKind::TornTail, file, end, next, format!(
+    Some(Problem::in_segment(
+        ProblemKind::TornTail,
+        file,
+        end,
+        next,
+        format!(
         "{reason}; {} bytes up to byte {} hold no valid record (what a crash mid-write leaves). \
          Opening the log cuts them under RecoveryMode::TolerateTailCorruption (the default); \
          AbsoluteConsistency refuses to open",
         last_nz + 1,
         end + last_nz + 1
-    )))
+    ),
+    ))
+}
+
+/// "offset 7 is" / "offsets 7 to 9 are": the offsets `from..to`.
+fn offsets(from: u64, to: u64) -> String {
+    if to == from + 1 {
+        format!("offset {from} is")
+    } else {
+        format!("offsets {from} to {} are", to - 1)
+    }
 }
 
 /// The error for damage met while reading records.
 fn corrupt(path: &Path, position: usize, offset: u64, reason: String) -> Error {
-    Error::Corruption { segment: path.to_path_buf(), position: position as u64, offset, reason }
+    Error::Corruption {
+        segment: path.to_path_buf(),
+        position: position as u64,
+        offset,
+        reason,
+    }
 }
 
 /// Decodes a segment's header for the reading tools (dump, stats).
 fn header_for_read(path: &Path, bytes: &[u8], base: u64) -> Result<SegmentHeader> {
     match SegmentHeader::decode(bytes) {
         Ok(h) if h.base_offset == base => Ok(h),
-        Ok(h) => Err(corrupt(path, 0, base, format!(
-            "the segment header says base offset {} but the file name says {base}",
-            h.base_offset
-        ))),
-        Err(reason @ HeaderError::UnsupportedVersion { .. }) => {
-            Err(Error::BadHeader { path: path.to_path_buf(), reason })
-        }
+        Ok(h) => Err(corrupt(
+            path,
+            0,
+            base,
+            format!(
+                "the segment header says base offset {} but the file name says {base}",
+                h.base_offset
+            ),
+        )),
+        Err(reason @ HeaderError::UnsupportedVersion { .. }) => Err(Error::BadHeader {
+            path: path.to_path_buf(),
+            reason,
+        }),
         Err(e) => Err(corrupt(path, 0, base, format!("segment header: {e}"))),
     }
 }
@@ -351,7 +459,13 @@ fn unfinished(bytes: &[u8]) -> bool {
 
 /// Where to start reading a segment for `offset`: the index entry at or before it, when
 /// the record there checks out; else the first record.
-fn start_position(dir: &Path, bytes: &[u8], base: u64, offset: u64, max_record: usize) -> (usize, u64) {
+fn start_position(
+    dir: &Path,
+    bytes: &[u8],
+    base: u64,
+    offset: u64,
+    max_record: usize,
+) -> (usize, u64) {
     let first = (SEGMENT_HEADER_LEN, base);
     if offset <= base {
         return first;
@@ -359,10 +473,18 @@ fn start_position(dir: &Path, bytes: &[u8], base: u64, offset: u64, max_record: 
     let Some(entries) = read_index_file(&StdFs, &dir.join(index_file_name(base)), base) else {
         return first;
     };
-    let Some(e) = entries.floor_offset(offset - base) else { return first };
+    let Some(e) = entries.floor_offset(offset - base) else {
+        return first;
+    };
     let at = (e.position as usize, base + u64::from(e.rel_offset));
     match record_at(bytes, at.0, max_record) {
-        Ok(v) if v.offset == at.1 && v.timestamp_ms == e.timestamp_ms && at.0 >= SEGMENT_HEADER_LEN => at,
+        Ok(v)
+            if v.offset == at.1
+                && v.timestamp_ms == e.timestamp_ms
+                && at.0 >= SEGMENT_HEADER_LEN =>
+        {
+            at
+        }
         _ => first,
     }
 }
@@ -460,13 +582,19 @@ impl VerifyReport {
     /// Problems of severity error.
     #[must_use]
     pub fn errors(&self) -> usize {
-        self.problems.iter().filter(|p| p.severity() == Severity::Error).count()
+        self.problems
+            .iter()
+            .filter(|p| p.severity() == Severity::Error)
+            .count()
     }
 
     /// Problems of severity warning.
     #[must_use]
     pub fn warnings(&self) -> usize {
-        self.problems.iter().filter(|p| p.severity() == Severity::Warning).count()
+        self.problems
+            .iter()
+            .filter(|p| p.severity() == Severity::Warning)
+            .count()
     }
 
     /// No problem at all.
@@ -537,55 +665,16 @@ pub fn verify_with(
         in_use: lock_held(dir),
         options: opts,
     };
-    for (name, why) in &listing.unknown {
-        report.problems.push(Problem::file_only(ProblemKind::UnknownFile, name, (*why).to_owned()));
-    }
-    for name in &listing.temporaries {
-        report.problems.push(Problem::file_only(
-            ProblemKind::Leftover,
-            name,
-            "temporary file of an interrupted index rewrite; opening the log removes it".to_owned(),
-        ));
-    }
-    for &base in &listing.indexes {
-        if listing.segments.binary_search(&base).is_err() {
-            report.problems.push(Problem::file_only(
-                ProblemKind::Leftover,
-                &index_file_name(base),
-                "index file without its segment; opening the log removes it".to_owned(),
-            ));
-        }
-    }
-
+    report.problems = directory_problems(&listing);
     let mut bases = listing.segments.clone();
-    // The newest segment is read into memory (a running writer may still change it); an
-    // all-zero one was being created when its process stopped, and opening removes it.
-    let mut newest: Option<Bytes> = None;
-    if let Some(&last) = bases.last() {
-        let name = segment_file_name(last);
-        let bytes = Bytes::load(&dir.join(&name), false)?;
-        if unfinished(bytes.get()) {
-            report.problems.push(Problem::in_segment(
-                ProblemKind::Leftover,
-                &name,
-                0,
-                last,
-                format!(
-                    "the newest segment holds only zeros ({} bytes): it was being created when its \
-                     process stopped and holds no record; opening the log removes it",
-                    bytes.get().len()
-                ),
-            ));
-            bases.pop();
-        } else {
-            newest = Some(bytes);
-        }
-    }
+    let mut newest = newest_segment(dir, &mut bases, &mut report.problems)?;
 
     let mut sizes = Vec::with_capacity(bases.len());
     for &base in &bases {
         let path = dir.join(segment_file_name(base));
-        let len = fs::metadata(&path).map_err(|e| Error::io(IoOp::Open, &path, e))?.len();
+        let len = fs::metadata(&path)
+            .map_err(|e| Error::io(IoOp::Open, &path, e))?
+            .len();
         sizes.push(len);
     }
     let mut prog = VerifyProgress {
@@ -600,7 +689,7 @@ pub fn verify_with(
             Some(b) if !sealed => b,
             other => {
                 newest = other;
-                Bytes::load(&dir.join(segment_file_name(base)), true)?
+                Bytes::load(&dir.join(segment_file_name(base)), sealed)?
             }
         };
         let has_index = listing.indexes.binary_search(&base).is_ok();
@@ -614,7 +703,10 @@ pub fn verify_with(
 
     check_chain(&report.segments, &mut report.problems);
     for s in &mut report.segments {
-        let mine = report.problems.iter().filter(|p| p.segment.as_deref() == Some(s.file.as_str()));
+        let mine = report
+            .problems
+            .iter()
+            .filter(|p| p.segment.as_deref() == Some(s.file.as_str()));
         for p in mine {
             match p.severity() {
                 Severity::Error => s.errors += 1,
@@ -625,6 +717,66 @@ pub fn verify_with(
     Ok(report)
 }
 
+/// Problems of the directory itself: unknown files and leftovers.
+fn directory_problems(listing: &Listing) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (name, why) in &listing.unknown {
+        problems.push(Problem::file_only(
+            ProblemKind::UnknownFile,
+            name,
+            (*why).to_owned(),
+        ));
+    }
+    for name in &listing.temporaries {
+        problems.push(Problem::file_only(
+            ProblemKind::Leftover,
+            name,
+            "temporary file of an interrupted index rewrite; opening the log removes it".to_owned(),
+        ));
+    }
+    for &base in &listing.indexes {
+        if listing.segments.binary_search(&base).is_err() {
+            problems.push(Problem::file_only(
+                ProblemKind::Leftover,
+                &index_file_name(base),
+                "index file without its segment; opening the log removes it".to_owned(),
+            ));
+        }
+    }
+    problems
+}
+
+/// Reads the newest segment into memory (a running writer may still change it). An
+/// all-zero one was being created when its process stopped: opening removes it, so it is
+/// reported, dropped from `bases`, and `None` is returned (the next newest is read later).
+fn newest_segment(
+    dir: &Path,
+    bases: &mut Vec<u64>,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<Bytes>> {
+    let Some(&last) = bases.last() else {
+        return Ok(None);
+    };
+    let name = segment_file_name(last);
+    let bytes = Bytes::load(&dir.join(&name), false)?;
+    if !unfinished(bytes.get()) {
+        return Ok(Some(bytes));
+    }
+    problems.push(Problem::in_segment(
+        ProblemKind::Leftover,
+        &name,
+        0,
+        last,
+        format!(
+        "the newest segment holds only zeros ({} bytes): it was being created when its process \
+         stopped and holds no record; opening the log removes it",
+        bytes.get().len()
+    ),
+    ));
+    bases.pop();
+    Ok(None)
+}
+
 /// Each segment must end at the offset the next one starts at.
 fn check_chain(segments: &[SegmentSummary], problems: &mut Vec<Problem>) {
     for w in segments.windows(2) {
@@ -633,14 +785,76 @@ fn check_chain(segments: &[SegmentSummary], problems: &mut Vec<Problem>) {
             continue;
         }
         let what = if a.next_offset < b.base_offset {
-            format!("offsets {}..{} are missing", a.next_offset, b.base_offset)
+            format!("{} missing", offsets(a.next_offset, b.base_offset))
         } else {
-            format!("offsets {}..{} are in both segments", b.base_offset, a.next_offset)
+            format!("{} in both segments", offsets(b.base_offset, a.next_offset))
         };
-        problems.push(Problem::corruption(&a.file, a.data_bytes as usize, a.next_offset, format!(
+        problems.push(Problem::corruption(
+            &a.file,
+            a.data_bytes as usize,
+            a.next_offset,
+            format!(
             "the segment's records end at offset {} but the next segment ({}) starts at {}: {what}",
             a.next_offset, b.file, b.base_offset
-        )));
+        ),
+        ));
+    }
+}
+
+/// Checks a segment's header; returns the base offset to check its records against (`None`
+/// when they cannot be read) and its creation time.
+fn check_header(
+    file: &str,
+    base: u64,
+    bytes: &[u8],
+    problems: &mut Vec<Problem>,
+) -> (Option<u64>, Option<u64>) {
+    match SegmentHeader::decode(bytes) {
+        Ok(h) => {
+            if h.base_offset != base {
+                problems.push(Problem::corruption(
+                    file,
+                    0,
+                    base,
+                    format!(
+                    "the segment header says base offset {} but the file name says {base}; records \
+                     are checked against the header's",
+                    h.base_offset
+                ),
+                ));
+            }
+            (Some(h.base_offset), Some(h.created_ms))
+        }
+        Err(e @ HeaderError::UnsupportedVersion { .. }) => {
+            problems.push(Problem::in_segment(
+                ProblemKind::UnsupportedVersion,
+                file,
+                0,
+                base,
+                format!("segment header: {e}; its records are not checked"),
+            ));
+            (None, None)
+        }
+        Err(e @ (HeaderError::Short { .. } | HeaderError::BadMagic)) => {
+            problems.push(Problem::corruption(
+                file,
+                0,
+                base,
+                format!("segment header: {e}; its records are not checked"),
+            ));
+            (None, None)
+        }
+        Err(e) => {
+            problems.push(Problem::corruption(
+                file,
+                0,
+                base,
+                format!(
+                "segment header: {e}; records are checked against the base offset in the file name"
+            ),
+            ));
+            (Some(base), None)
+        }
     }
 }
 
@@ -670,44 +884,42 @@ fn verify_segment(
         warnings: 0,
     };
     let mut problems = Vec::new();
-    let scan_base = match SegmentHeader::decode(bytes) {
-        Ok(h) => {
-            summary.created_ms = Some(h.created_ms);
-            if h.base_offset != base {
-                problems.push(Problem::corruption(&file, 0, base, format!(
-                    "the segment header says base offset {} but the file name says {base}; records \
-                     are checked against the header's",
-                    h.base_offset
-                )));
-            }
-            Some(h.base_offset)
-        }
-        Err(e @ HeaderError::UnsupportedVersion { .. }) => {
-            problems.push(Problem::in_segment(ProblemKind::UnsupportedVersion, &file, 0, base, format!(
-                "segment header: {e}; its records are not checked"
-            )));
-            None
-        }
-        Err(e @ (HeaderError::Short { .. } | HeaderError::BadMagic)) => {
-            problems.push(Problem::corruption(&file, 0, base, format!(
-                "segment header: {e}; its records are not checked"
-            )));
-            None
-        }
-        Err(e) => {
-            problems.push(Problem::corruption(&file, 0, base, format!(
-                "segment header: {e}; records are checked against the base offset in the file name"
-            )));
-            Some(base)
-        }
+    let (scan_base, created_ms) = check_header(&file, base, bytes, &mut problems);
+    summary.created_ms = created_ms;
+    let Some(scan_base) = scan_base else {
+        return (summary, problems);
     };
-    let Some(scan_base) = scan_base else { return (summary, problems) };
     summary.scanned = true;
 
+    let implied_index = scan_records(bytes, scan_base, opts, &mut summary, &mut problems);
+    let damaged = problems.iter().any(|p| p.severity() == Severity::Error);
+    if !damaged {
+        problems.extend(check_index(
+            dir,
+            base,
+            bytes,
+            &implied_index,
+            has_index,
+            opts,
+        ));
+    }
+    (summary, problems)
+}
+
+/// Scans every record of a segment, going on after damage to find what else is wrong;
+/// fills in `summary` and returns the index the records before any damage imply.
+fn scan_records(
+    bytes: &[u8],
+    scan_base: u64,
+    opts: &VerifyOptions,
+    summary: &mut SegmentSummary,
+    problems: &mut Vec<Problem>,
+) -> Vec<IndexEntry> {
     let max = opts.max_record_bytes;
     let len = bytes.len();
     let mut sc = scan(bytes, scan_base, max, opts.index_interval_bytes);
     let implied_index = std::mem::take(&mut sc.index);
+    let (file, sealed) = (summary.file.clone(), summary.sealed);
     loop {
         if sc.records > 0 {
             summary.first_timestamp_ms.get_or_insert(sc.first_timestamp);
@@ -721,13 +933,16 @@ fn verify_segment(
         summary.data_bytes = end as u64;
         let next = sc.next_offset;
         if !sealed {
-            problems.extend(classify_tail(&file, bytes, end, &sc.stop, next, max));
+            let Some(p) = classify_tail(&file, bytes, end, &sc.stop, next, max) else {
+                break;
+            };
+            let mid_log = p.kind == ProblemKind::Corruption;
+            problems.push(p);
             // Mid-log damage: go on after it to find what else is wrong.
-            let resume = match problems.last() {
-                Some(p) if p.kind == ProblemKind::Corruption && p.position == Some(end as u64) => {
-                    find_valid_record_after(bytes, end, next, max)
-                }
-                _ => None,
+            let resume = if mid_log {
+                resume_point(bytes, end, &sc.stop, next, max)
+            } else {
+                None
             };
             let Some((pos, offset)) = resume else { break };
             sc = scan_from(bytes, pos, offset, max);
@@ -736,32 +951,39 @@ fn verify_segment(
         if end == len {
             break;
         }
-        let mut reason = describe_stop(&sc.stop, end, len, next);
-        let resume = match sc.stop {
-            // A valid record with a later offset: the offsets in between are missing.
-            Stop::WrongOffset { found } if found > next => Some((end, found)),
-            _ => find_valid_record_after(bytes, end, next, max),
-        };
+        if sc.stop == Stop::End && bytes[end..].iter().all(|&b| b == 0) {
+            problems.push(Problem::in_segment(
+                ProblemKind::InterruptedSeal,
+                &file,
+                end,
+                next,
+                format!(
+                "the records end at byte {end} and only zeros follow up to the end of the file \
+                 ({len} bytes): a seal interrupted before its truncation; opening the log \
+                 (verify_on_open, the default) truncates the file to its data"
+            ),
+            ));
+            break;
+        }
+        let mut reason = sealed_damage(&sc.stop, end, len, next);
+        let resume = resume_point(bytes, end, &sc.stop, next, max);
         match resume {
             Some((pos, offset)) => {
-                reason.push_str(&format!("; valid records resume at byte {pos} with offset {offset}"));
+                let _ = write!(
+                    reason,
+                    "; valid records resume at byte {pos} with offset {offset}"
+                );
                 if offset > next {
-                    reason.push_str(&format!(" (offsets {next}..{offset} are unreadable)"));
+                    let _ = write!(reason, ": {} unreadable", offsets(next, offset));
                 }
             }
-            None => reason.push_str("; no valid record follows"),
+            None => reason.push_str("; no valid record follows in this segment"),
         }
-        reason.push_str(" (a sealed segment ends exactly at its last record)");
         problems.push(Problem::corruption(&file, end, next, reason));
         let Some((pos, offset)) = resume else { break };
         sc = scan_from(bytes, pos, offset, max);
     }
-
-    let damaged = problems.iter().any(|p| p.severity() == Severity::Error);
-    if !damaged {
-        problems.extend(check_index(dir, base, bytes, &implied_index, has_index, opts));
-    }
-    (summary, problems)
+    implied_index
 }
 
 /// Compares a segment's index file with the index its records imply.
@@ -795,51 +1017,73 @@ fn check_index(
         return None;
     }
     let at = |e: &IndexEntry| (u64::from(e.position), base + u64::from(e.rel_offset));
-    let i = stored.iter().zip(implied).position(|(a, b)| a != b).unwrap_or(stored.len().min(implied.len()));
-    if i == stored.len() {
-        let (p, o) = at(&implied[i]);
-        return Some(problem(p, o, format!(
-            "the index is short: it has {} entries where the segment's records imply {} \
-             (the first missing one is for offset {o} at byte {p})",
-            stored.len(),
-            implied.len()
-        )));
+    let first_diff = stored
+        .iter()
+        .zip(implied)
+        .position(|(a, b)| a != b)
+        .unwrap_or(stored.len().min(implied.len()));
+    if first_diff == stored.len() {
+        let (pos, off) = at(&implied[first_diff]);
+        return Some(problem(
+            pos,
+            off,
+            format!(
+                "the index is short: it has {} entries where the segment's records imply {} \
+             (the first missing one is for offset {off} at byte {pos})",
+                stored.len(),
+                implied.len()
+            ),
+        ));
     }
-    if i == implied.len() {
-        let (p, o) = at(&stored[i]);
-        return Some(problem(p, o, format!(
-            "the index has {} entries where the segment's records imply {}: entry {i} claims \
-             offset {o} at byte {p}, beyond the segment's records",
+    if first_diff == implied.len() {
+        let (pos, off) = at(&stored[first_diff]);
+        return Some(problem(
+            pos,
+            off,
+            format!(
+            "the index has {} entries where the segment's records imply {}: entry {first_diff} \
+             claims offset {off} at byte {pos}, beyond the segment's records",
             stored.len(),
             implied.len()
-        )));
+        ),
+        ));
     }
     let claim_ok = |e: &IndexEntry| {
         record_at(bytes, e.position as usize, opts.max_record_bytes).is_ok_and(|v| {
             v.offset == base + u64::from(e.rel_offset) && v.timestamp_ms == e.timestamp_ms
         })
     };
-    let ordered = stored.windows(2).all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
-    let (p, o) = at(&implied[i]);
+    let ordered = stored
+        .windows(2)
+        .all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
+    let (pos, off) = at(&implied[first_diff]);
     if ordered && stored.first() == implied.first() && stored.iter().all(claim_ok) {
-        return Some(problem(p, o, format!(
-            "the index's entries all point at the right records, but they are spaced otherwise \
-             than index_interval_bytes = {} implies (written with another interval?) from \
-             entry {i} on",
+        return Some(problem(
+            pos,
+            off,
+            format!(
+            "the index's entries all point at the right records, but from entry {first_diff} on \
+             they are spaced otherwise than index_interval_bytes = {} implies (written with \
+             another interval?)",
             opts.index_interval_bytes
-        )));
+        ),
+        ));
     }
-    let (s, e) = (stored[i], implied[i]);
-    Some(problem(p, o, format!(
-        "entry {i} says offset {} is at byte {} with timestamp {}, but the segment's records \
-         imply offset {} at byte {} with timestamp {}",
-        base + u64::from(s.rel_offset),
-        s.position,
-        s.timestamp_ms,
-        base + u64::from(e.rel_offset),
-        e.position,
-        e.timestamp_ms
-    )))
+    let (got, want) = (stored[first_diff], implied[first_diff]);
+    Some(problem(
+        pos,
+        off,
+        format!(
+            "entry {first_diff} says offset {} is at byte {} with timestamp {}, but the segment's \
+         records imply offset {} at byte {} with timestamp {}",
+            base + u64::from(got.rel_offset),
+            got.position,
+            got.timestamp_ms,
+            base + u64::from(want.rel_offset),
+            want.position,
+            want.timestamp_ms
+        ),
+    ))
 }
 
 /// Why `read_index_file` refused an index file.
@@ -850,7 +1094,9 @@ fn unreadable_index(path: &Path, base: u64) -> String {
     };
     match decode_index_header(&buf) {
         Err(e) => format!("index header: {e}"),
-        Ok(b) if b != base => format!("the index header says base offset {b} but the file name says {base}"),
+        Ok(b) if b != base => {
+            format!("the index header says base offset {b} but the file name says {base}")
+        }
         Ok(_) => {
             let partial = buf.len().saturating_sub(INDEX_HEADER_LEN) % INDEX_ENTRY_LEN;
             format!("the index ends in a partial entry ({partial} trailing bytes)")
@@ -901,7 +1147,9 @@ pub struct Dump {
 pub fn dump(dir: &Path, from_offset: u64, limit: Option<u64>) -> Result<Dump> {
     let listing = list(dir)?;
     let bases = listing.segments;
-    let start = bases.partition_point(|&b| b <= from_offset).saturating_sub(1);
+    let start = bases
+        .partition_point(|&b| b <= from_offset)
+        .saturating_sub(1);
     Ok(Dump {
         dir: dir.to_path_buf(),
         bases,
@@ -939,7 +1187,13 @@ impl Dump {
         } else {
             (SEGMENT_HEADER_LEN, base)
         };
-        Ok(Some(Cursor { path, bytes, pos, expected, sealed }))
+        Ok(Some(Cursor {
+            path,
+            bytes,
+            pos,
+            expected,
+            sealed,
+        }))
     }
 
     fn advance(&mut self) -> Result<Option<StoredRecord>> {
@@ -958,7 +1212,9 @@ impl Dump {
                     None => return Ok(None),
                 }
             }
-            let Some(cur) = self.cur.as_mut() else { return Ok(None) };
+            let Some(cur) = self.cur.as_mut() else {
+                return Ok(None);
+            };
             let bytes = cur.bytes.get();
             let (pos, expected) = (cur.pos, cur.expected);
             let stop = match record_at(bytes, pos, self.max_record) {
@@ -977,23 +1233,36 @@ impl Dump {
                 Err(stop) => stop,
             };
             if cur.sealed {
-                if stop == Stop::End && pos == bytes.len() {
+                // The end of the file, or only zeros after the records (an interrupted seal,
+                // which opening the log finishes).
+                if stop == Stop::End && bytes[pos..].iter().all(|&b| b == 0) {
                     let next_base = self.bases[self.next_segment];
                     if next_base != expected {
-                        return Err(corrupt(&cur.path, pos, expected, format!(
+                        return Err(corrupt(
+                            &cur.path,
+                            pos,
+                            expected,
+                            format!(
                             "the segment's records end at offset {expected} but the next segment \
                              starts at {next_base}"
-                        )));
+                        ),
+                        ));
                     }
                     self.cur = None;
                     continue;
                 }
-                return Err(corrupt(&cur.path, pos, expected, format!(
-                    "{} (a sealed segment ends exactly at its last record)",
-                    describe_stop(&stop, pos, bytes.len(), expected)
-                )));
+                return Err(corrupt(
+                    &cur.path,
+                    pos,
+                    expected,
+                    sealed_damage(&stop, pos, bytes.len(), expected),
+                ));
             }
-            let name = cur.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = cur
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             return match classify_tail(&name, bytes, pos, &stop, expected, self.max_record) {
                 None => Ok(None),
                 Some(p) if p.kind == ProblemKind::TornTail => {
@@ -1087,7 +1356,9 @@ pub fn stats(dir: &Path) -> Result<LogSummary> {
         .chain(listing.temporaries.iter().cloned())
     {
         let path = dir.join(&name);
-        disk_bytes += fs::metadata(&path).map_err(|e| Error::io(IoOp::Open, &path, e))?.len();
+        disk_bytes += fs::metadata(&path)
+            .map_err(|e| Error::io(IoOp::Open, &path, e))?
+            .len();
     }
     let mut s = LogSummary {
         dir: dir.to_path_buf(),
@@ -1107,13 +1378,17 @@ pub fn stats(dir: &Path) -> Result<LogSummary> {
         unknown_files: listing.unknown.iter().map(|(n, _)| n.clone()).collect(),
     };
     let mut bases = listing.segments;
-    let Some(&last) = bases.last() else { return Ok(s) };
+    let Some(&last) = bases.last() else {
+        return Ok(s);
+    };
     let last_path = dir.join(segment_file_name(last));
     let mut newest = Bytes::load(&last_path, false)?;
     if unfinished(newest.get()) {
         s.unfinished_segment = true;
         bases.pop();
-        let Some(&prev) = bases.last() else { return Ok(s) };
+        let Some(&prev) = bases.last() else {
+            return Ok(s);
+        };
         newest = Bytes::load(&dir.join(segment_file_name(prev)), false)?;
     }
     let last = bases[bases.len() - 1];
@@ -1121,7 +1396,14 @@ pub fn stats(dir: &Path) -> Result<LogSummary> {
     let bytes = newest.get();
     header_for_read(&last_path, bytes, last)?;
     let sc = scan(bytes, last, max, u32::MAX);
-    s.tail = classify_tail(&segment_file_name(last), bytes, sc.end, &sc.stop, sc.next_offset, max);
+    s.tail = classify_tail(
+        &segment_file_name(last),
+        bytes,
+        sc.end,
+        &sc.stop,
+        sc.next_offset,
+        max,
+    );
     s.segments = bases.len();
     s.first_offset = bases[0];
     s.next_offset = sc.next_offset;
@@ -1129,7 +1411,9 @@ pub fn stats(dir: &Path) -> Result<LogSummary> {
     s.bytes = sc.end as u64;
     for &b in &bases[..bases.len() - 1] {
         let path = dir.join(segment_file_name(b));
-        s.bytes += fs::metadata(&path).map_err(|e| Error::io(IoOp::Open, &path, e))?.len();
+        s.bytes += fs::metadata(&path)
+            .map_err(|e| Error::io(IoOp::Open, &path, e))?
+            .len();
     }
     if sc.records > 0 {
         s.last_timestamp_ms = Some(sc.last_timestamp);
@@ -1138,31 +1422,44 @@ pub fn stats(dir: &Path) -> Result<LogSummary> {
         s.first_timestamp_ms = (sc.records > 0).then_some(sc.first_timestamp);
         return Ok(s);
     }
-    let first_path = dir.join(segment_file_name(bases[0]));
-    let first = Bytes::load(&first_path, true)?;
-    header_for_read(&first_path, first.get(), bases[0])?;
-    s.first_timestamp_ms = match record_at(first.get(), SEGMENT_HEADER_LEN, max) {
-        Ok(v) => Some(v.timestamp_ms),
-        Err(Stop::End) => None,
-        Err(stop) => {
-            let len = first.get().len();
-            return Err(corrupt(&first_path, SEGMENT_HEADER_LEN, bases[0], describe_stop(&stop, SEGMENT_HEADER_LEN, len, bases[0])));
-        }
-    };
+    s.first_timestamp_ms = first_timestamp(dir, bases[0], max)?;
     if s.last_timestamp_ms.is_none() {
         // The newest segment is empty: the last record is the previous segment's.
-        let prev = bases[bases.len() - 2];
-        let path = dir.join(segment_file_name(prev));
-        let prev_bytes = Bytes::load(&path, true)?;
-        let b = prev_bytes.get();
-        let (pos, offset) = start_position(dir, b, prev, u64::MAX, max);
-        let mut tail = scan_from(b, pos, offset, max);
-        if tail.records == 0 {
-            tail = scan(b, prev, max, u32::MAX);
-        }
-        s.last_timestamp_ms = (tail.records > 0).then_some(tail.last_timestamp);
+        s.last_timestamp_ms = last_timestamp(dir, bases[bases.len() - 2], max)?;
     }
     Ok(s)
+}
+
+/// The timestamp of the first record of a sealed segment.
+fn first_timestamp(dir: &Path, base: u64, max: usize) -> Result<Option<u64>> {
+    let path = dir.join(segment_file_name(base));
+    let bytes = Bytes::load(&path, true)?;
+    let b = bytes.get();
+    header_for_read(&path, b, base)?;
+    match record_at(b, SEGMENT_HEADER_LEN, max) {
+        Ok(v) => Ok(Some(v.timestamp_ms)),
+        Err(Stop::End) => Ok(None),
+        Err(stop) => Err(corrupt(
+            &path,
+            SEGMENT_HEADER_LEN,
+            base,
+            describe_stop(&stop, SEGMENT_HEADER_LEN, b.len(), base),
+        )),
+    }
+}
+
+/// The timestamp of the last record of a sealed segment, scanning from its last index
+/// entry that checks out.
+fn last_timestamp(dir: &Path, base: u64, max: usize) -> Result<Option<u64>> {
+    let path = dir.join(segment_file_name(base));
+    let bytes = Bytes::load(&path, true)?;
+    let b = bytes.get();
+    let (pos, offset) = start_position(dir, b, base, u64::MAX, max);
+    let mut tail = scan_from(b, pos, offset, max);
+    if tail.records == 0 {
+        tail = scan(b, base, max, u32::MAX);
+    }
+    Ok((tail.records > 0).then_some(tail.last_timestamp))
 }
 
 #[cfg(test)]
@@ -1174,7 +1471,11 @@ mod tests {
     use crate::{Durability, Log};
 
     fn cfg() -> LogConfig {
-        LogConfig { segment_bytes: 64 << 10, max_record_bytes: 16 << 10, ..Default::default() }
+        LogConfig {
+            segment_bytes: 64 << 10,
+            max_record_bytes: 16 << 10,
+            ..Default::default()
+        }
     }
 
     fn record(i: u64) -> Record {
@@ -1193,7 +1494,10 @@ mod tests {
         let mut i = 0;
         while i < n {
             let batch: Vec<Record> = (i..(i + 25).min(n)).map(record).collect();
-            log.append(&batch, Durability::None).unwrap().wait().unwrap();
+            log.append(&batch, Durability::None)
+                .unwrap()
+                .wait()
+                .unwrap();
             i += batch.len() as u64;
         }
         log.close().unwrap();
@@ -1206,7 +1510,10 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap())
+                (
+                    e.file_name().into_string().unwrap(),
+                    fs::read(e.path()).unwrap(),
+                )
             })
             .collect()
     }
@@ -1244,7 +1551,11 @@ mod tests {
         let dir = build(600);
         let r = inspect_all(dir.path());
         assert!(r.is_clean(), "{:#?}", r.problems);
-        assert!(r.segments.len() >= 3, "want several segments, got {}", r.segments.len());
+        assert!(
+            r.segments.len() >= 3,
+            "want several segments, got {}",
+            r.segments.len()
+        );
         assert_eq!(r.records(), 600);
         assert_eq!(r.next_offset(), 600);
         assert_eq!(r.index_files, r.segments.len());
@@ -1271,7 +1582,11 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
 
         let r = inspect_all(dir.path());
-        let errors: Vec<_> = r.problems.iter().filter(|p| p.severity() == Severity::Error).collect();
+        let errors: Vec<_> = r
+            .problems
+            .iter()
+            .filter(|p| p.severity() == Severity::Error)
+            .collect();
         assert_eq!(errors.len(), 1, "{:#?}", r.problems);
         let p = errors[0];
         assert_eq!(p.kind, ProblemKind::Corruption);
@@ -1291,7 +1606,12 @@ mod tests {
         assert_eq!(good, offset);
         let mut d = dump(dir.path(), offset, None).unwrap();
         match d.next() {
-            Some(Err(Error::Corruption { segment, position, offset: o, .. })) => {
+            Some(Err(Error::Corruption {
+                segment,
+                position,
+                offset: o,
+                ..
+            })) => {
                 assert_eq!(segment, path);
                 assert_eq!(position, pos as u64);
                 assert_eq!(o, offset);
@@ -1316,7 +1636,11 @@ mod tests {
 
         let r = inspect_all(dir.path());
         assert_eq!(r.errors(), 0, "{:#?}", r.problems);
-        let torn: Vec<_> = r.problems.iter().filter(|p| p.kind == ProblemKind::TornTail).collect();
+        let torn: Vec<_> = r
+            .problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::TornTail)
+            .collect();
         assert_eq!(torn.len(), 1, "{:#?}", r.problems);
         assert_eq!(torn[0].severity(), Severity::Warning);
         assert_eq!(torn[0].file, last.file);
@@ -1354,6 +1678,102 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_segment_breaks_the_chain() {
+        let dir = build(600);
+        let report = verify(dir.path(), None).unwrap();
+        assert!(report.segments.len() >= 3);
+        let (first, gone, third) = (
+            &report.segments[0],
+            &report.segments[1],
+            &report.segments[2],
+        );
+        fs::remove_file(dir.path().join(&gone.file)).unwrap();
+        fs::remove_file(dir.path().join(gone.file.replace(".log", ".idx"))).unwrap();
+        let r2 = inspect_all(dir.path());
+        assert_eq!(r2.errors(), 1, "{:#?}", r2.problems);
+        let p = &r2.problems[0];
+        assert_eq!(
+            (p.kind, p.file.as_str()),
+            (ProblemKind::Corruption, first.file.as_str())
+        );
+        assert_eq!(
+            (p.position, p.offset),
+            (Some(first.file_bytes), Some(first.next_offset))
+        );
+        let missing = format!(
+            "offsets {} to {} are missing",
+            gone.base_offset,
+            third.base_offset - 1
+        );
+        assert!(p.message.contains(&missing), "{p}");
+        let mut d = dump(dir.path(), 0, None).unwrap();
+        assert_eq!(
+            d.by_ref().take_while(Result::is_ok).count() as u64,
+            first.next_offset
+        );
+    }
+
+    #[test]
+    fn an_interrupted_seal_is_a_warning() {
+        let dir = build(600);
+        let r = verify(dir.path(), None).unwrap();
+        let seg = r.segments[0].clone();
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(&seg.file))
+            .unwrap();
+        f.set_len(seg.file_bytes + 5000).unwrap();
+        drop(f);
+        let r2 = inspect_all(dir.path());
+        assert_eq!(r2.errors(), 0, "{:#?}", r2.problems);
+        assert_eq!(r2.problems.len(), 1, "{:#?}", r2.problems);
+        let p = &r2.problems[0];
+        assert_eq!(
+            (p.kind, p.position, p.offset),
+            (
+                ProblemKind::InterruptedSeal,
+                Some(seg.file_bytes),
+                Some(seg.next_offset)
+            )
+        );
+        assert_eq!(r2.records(), 600);
+        assert_eq!(
+            dump(dir.path(), 0, None)
+                .unwrap()
+                .map(Result::unwrap)
+                .count(),
+            600
+        );
+        // Opening the log finishes the seal.
+        Log::open(dir.path(), cfg()).unwrap().close().unwrap();
+        assert!(verify(dir.path(), None).unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_damaged_header_is_corruption_at_byte_0() {
+        let dir = build(600);
+        let r = verify(dir.path(), None).unwrap();
+        let path = segment_path(dir.path(), &r, 0);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[40] ^= 1; // reserved, covered by the header CRC
+        fs::write(&path, &bytes).unwrap();
+        let r2 = inspect_all(dir.path());
+        assert_eq!(r2.errors(), 1, "{:#?}", r2.problems);
+        let p = &r2.problems[0];
+        assert_eq!(
+            (p.kind, p.position, p.offset),
+            (ProblemKind::Corruption, Some(0), Some(0))
+        );
+        assert!(p.message.contains("header checksum mismatch"), "{p}");
+        // The records were checked all the same.
+        assert_eq!(r2.records(), 600);
+        assert!(matches!(
+            dump(dir.path(), 0, None).unwrap().next(),
+            Some(Err(Error::Corruption { position: 0, .. }))
+        ));
+    }
+
+    #[test]
     fn a_missing_or_stale_index_is_a_warning() {
         let dir = build(600);
         let r = verify(dir.path(), None).unwrap();
@@ -1370,7 +1790,10 @@ mod tests {
         assert_eq!(r.errors(), 0, "{:#?}", r.problems);
         assert_eq!(r.warnings(), 2, "{:#?}", r.problems);
         let p = &r.problems[0];
-        assert_eq!((p.kind, p.file.as_str(), p.segment.as_deref()), (ProblemKind::IndexMismatch, idx.as_str(), Some(seg.as_str())));
+        assert_eq!(
+            (p.kind, p.file.as_str(), p.segment.as_deref()),
+            (ProblemKind::IndexMismatch, idx.as_str(), Some(seg.as_str()))
+        );
         assert!(p.message.contains("missing"));
         assert!(r.problems[1].message.contains("short"), "{}", r.problems[1]);
     }
@@ -1382,8 +1805,15 @@ mod tests {
         fs::write(dir.path().join("00000000000000000000.idx.tmp"), b"x").unwrap();
         fs::write(dir.path().join(index_file_name(12345)), b"x").unwrap();
         let r = inspect_all(dir.path());
-        let kinds: Vec<_> = r.problems.iter().map(|p| (p.kind, p.file.as_str())).collect();
-        assert!(kinds.contains(&(ProblemKind::UnknownFile, "notes.txt")), "{kinds:?}");
+        let kinds: Vec<_> = r
+            .problems
+            .iter()
+            .map(|p| (p.kind, p.file.as_str()))
+            .collect();
+        assert!(
+            kinds.contains(&(ProblemKind::UnknownFile, "notes.txt")),
+            "{kinds:?}"
+        );
         assert!(kinds.contains(&(ProblemKind::Leftover, "00000000000000000000.idx.tmp")));
         assert!(kinds.contains(&(ProblemKind::Leftover, "00000000000000012345.idx")));
         assert_eq!(r.errors(), 1);
@@ -1412,13 +1842,22 @@ mod tests {
     #[test]
     fn dump_reads_from_an_offset_with_a_limit() {
         let dir = build(600);
-        let all: Vec<StoredRecord> = dump(dir.path(), 0, None).unwrap().map(Result::unwrap).collect();
+        let all: Vec<StoredRecord> = dump(dir.path(), 0, None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(all.len(), 600);
         for (i, r) in all.iter().enumerate() {
             let want = record(i as u64);
-            assert_eq!((r.offset, &r.key, &r.payload, &r.headers), (i as u64, &want.key, &want.payload, &want.headers));
+            assert_eq!(
+                (r.offset, &r.key, &r.payload, &r.headers),
+                (i as u64, &want.key, &want.payload, &want.headers)
+            );
         }
-        let some: Vec<u64> = dump(dir.path(), 333, Some(50)).unwrap().map(|r| r.unwrap().offset).collect();
+        let some: Vec<u64> = dump(dir.path(), 333, Some(50))
+            .unwrap()
+            .map(|r| r.unwrap().offset)
+            .collect();
         assert_eq!(some, (333..383).collect::<Vec<_>>());
         assert_eq!(dump(dir.path(), 599, None).unwrap().count(), 1);
         assert_eq!(dump(dir.path(), 600, None).unwrap().count(), 0);
@@ -1432,10 +1871,16 @@ mod tests {
         let dir = build(600);
         let r = verify(dir.path(), None).unwrap();
         let s = stats(dir.path()).unwrap();
-        assert_eq!((s.segments, s.first_offset, s.next_offset, s.records), (r.segments.len(), 0, 600, 600));
+        assert_eq!(
+            (s.segments, s.first_offset, s.next_offset, s.records),
+            (r.segments.len(), 0, 600, 600)
+        );
         assert_eq!(s.bytes, r.data_bytes());
         assert_eq!(s.first_timestamp_ms, r.segments[0].first_timestamp_ms);
-        assert_eq!(s.last_timestamp_ms, r.segments.last().unwrap().last_timestamp_ms);
+        assert_eq!(
+            s.last_timestamp_ms,
+            r.segments.last().unwrap().last_timestamp_ms
+        );
         assert_eq!(s.index_files, r.segments.len());
         assert!(s.tail.is_none() && s.unknown_files.is_empty() && !s.unfinished_segment);
         assert!(s.disk_bytes >= s.bytes);
@@ -1448,7 +1893,13 @@ mod tests {
     fn a_missing_directory_is_an_io_error() {
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("nope");
-        assert!(matches!(verify(&gone, None), Err(Error::Io { op: IoOp::ListDir, .. })));
+        assert!(matches!(
+            verify(&gone, None),
+            Err(Error::Io {
+                op: IoOp::ListDir,
+                ..
+            })
+        ));
         assert!(matches!(stats(&gone), Err(Error::Io { .. })));
         assert!(dump(&gone, 0, None).is_err());
         assert!(!gone.exists());

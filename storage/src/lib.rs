@@ -30,6 +30,7 @@
 pub mod config;
 pub mod error;
 pub mod format;
+pub mod inspect;
 pub mod io;
 pub mod log;
 #[allow(unsafe_code)]
@@ -40,5 +41,9 @@ pub mod segment;
 pub use config::{Durability, LogConfig, Preallocate, RecoveryMode, Retention};
 pub use error::{Error, IoOp, PoisonCause, Result};
 pub use format::record::{Record, StoredRecord};
+pub use inspect::{
+    dump, stats, verify, verify_with, Dump, LogSummary, Problem, ProblemKind, SegmentSummary,
+    Severity, VerifyOptions, VerifyProgress, VerifyReport,
+};
 pub use log::{now_ms, Appended, Log, LogCounters, LogReader, LogStats, RetentionReport, Ticket};
 pub use recovery::{RecoveryReport, TailCut};

@@ -10,9 +10,12 @@
 //! 1. **Only sealed files are mapped.** A segment is mapped only after it was sealed: its
 //!    data synced, the file truncated to its final length, and no writer handle kept. The
 //!    active segment is never mapped (it is read with positioned reads).
-//! 2. **Sealed files are immutable.** No code path of this crate opens a sealed segment or
-//!    index for writing again. Recovery may rewrite an *index* — always by writing a new
-//!    file and renaming it over the old one, so an existing mapping keeps the old inode.
+//! 2. **Sealed files are immutable while mapped.** No code path of this crate writes to a
+//!    sealed segment or index that is mapped. Recovery may rewrite an *index* — always by
+//!    writing a new file and renaming it over the old one, so an existing mapping keeps the
+//!    old inode. The one repair that shrinks a sealed segment (finishing a seal interrupted
+//!    by a crash, `recovery::open_sealed`) runs while the log is being opened, before any
+//!    reader exists, and drops its own map of the file before truncating it.
 //! 3. **Other processes are excluded.** A log directory is held under an exclusive lock
 //!    file (`LOCK`) for as long as the log is open; a second `wald` cannot open it for
 //!    writing. Tools that only read (`wald log dump|verify|stats`) never write.

@@ -283,6 +283,14 @@ fn cut_tail(
     let Some(last_nz) = rest.iter().rposition(|&b| b != 0) else {
         return Ok(()); // clean: nothing but zeros after the last record
     };
+    if let Stop::WrongOffset { found } = sc.stop {
+        return Err(corruption(
+            path,
+            end,
+            sc.next_offset,
+            format!("a valid record carries offset {found}: a gap or a repeat, not a torn tail"),
+        ));
+    }
     let reason = match &sc.stop {
         Stop::End => "non-zero bytes after the end of data".to_owned(),
         other => describe(other),
@@ -382,15 +390,18 @@ fn open_sealed(
     let (entries, last_ts) = if cfg.verify_on_open {
         let sc = scan::scan(bytes, base, cfg.max_record_bytes, cfg.index_interval_bytes);
         report.records_scanned += sc.records;
-        if sc.stop == Stop::End && (sc.end as u64) < len && bytes[sc.end..].iter().all(|&b| b == 0)
-        {
+        let interrupted_seal =
+            sc.stop == Stop::End && (sc.end as u64) < len && bytes[sc.end..].iter().all(|&b| b == 0);
+        if interrupted_seal {
             // A seal interrupted before its truncation (written by an older build, which
-            // created the next segment first): only zeros follow the records. Finish it.
+            // created the next segment first): only zeros follow the records. Finish it —
+            // after dropping our own map of the file, which must never see it shrink.
+            let end = sc.end as u64;
+            drop(source);
             let f = fs
                 .open(&path, OpenMode::ReadWrite)
                 .map_err(|e| Error::io(IoOp::Open, &path, e))?;
-            f.set_len(sc.end as u64)
-                .map_err(|e| Error::io(IoOp::SetLen, &path, e))?;
+            f.set_len(end).map_err(|e| Error::io(IoOp::SetLen, &path, e))?;
             f.sync_all().map_err(|e| Error::io(IoOp::Sync, &path, e))?;
             tracing::warn!(segment = %path.display(), "finished an interrupted seal (truncated its zero tail)");
             return open_sealed(fs, dir, cfg, base, next_base, report);

@@ -427,3 +427,38 @@ fn input_errors_name_their_values() {
         })
     ));
 }
+
+#[test]
+fn an_interrupted_seal_is_finished() {
+    // Older builds created the next segment before truncating the sealed one: a sealed
+    // segment followed by nothing but zeros is finished (truncated), not refused.
+    let dir = tempfile::tempdir().unwrap();
+    let segs = build(dir.path(), 1500, &cfg());
+    let len = fs::metadata(&segs[0]).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&segs[0]).unwrap().set_len(64 << 10).unwrap();
+    let log = Log::open(dir.path(), cfg()).unwrap();
+    assert_eq!(read_all(&log).len(), 1500);
+    assert_eq!(fs::metadata(&segs[0]).unwrap().len(), len, "truncated back to its data");
+}
+
+#[test]
+fn a_valid_record_with_a_wrong_offset_at_the_tail_is_refused() {
+    let template = tempfile::tempdir().unwrap();
+    let segs = build(template.path(), 40, &cfg());
+    let bytes = fs::read(&segs[0]).unwrap();
+    let starts = record_starts(&bytes);
+    let last = *starts.last().unwrap();
+    let len = u32::from_le_bytes(bytes[last..last + 4].try_into().unwrap()) as usize;
+    let mut b = bytes.clone();
+    // Rewrite the last record as offset 45 (a gap) with a correct CRC.
+    b[last + 8..last + 16].copy_from_slice(&45u64.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[last..last + 4]);
+    h.update(&b[last + 8..last + len]);
+    b[last + 4..last + 8].copy_from_slice(&h.finalize().to_le_bytes());
+    fs::write(&segs[0], b).unwrap();
+    match Log::open(template.path(), cfg()) {
+        Err(Error::Corruption { offset: 39, reason, .. }) => assert!(reason.contains("offset 45"), "{reason}"),
+        other => panic!("expected Corruption at offset 39, got {other:?}"),
+    }
+}

@@ -175,6 +175,9 @@ pub fn find_valid_record_after(
             if cand + RECORD_HEADER_LEN > bytes.len() {
                 return None;
             }
+            if !plausible(&bytes[cand..], max_record, min_offset) {
+                continue;
+            }
             if let Ok(Decoded::Record(v)) = record::decode(&bytes[cand..], max_record) {
                 if v.offset >= min_offset {
                     return Some((cand, v.offset));
@@ -184,6 +187,26 @@ pub fn find_valid_record_after(
         p = q + 1;
     }
     None
+}
+
+/// Cheap checks of a candidate record header (no CRC): the length is in range and fits,
+/// the field lengths add up, the flags are zero, and the offset is not before `min_offset`.
+/// Keeps the resync search linear in practice on random damage.
+fn plausible(b: &[u8], max_record: usize, min_offset: u64) -> bool {
+    use crate::format::record::{R_FLAGS, R_HEADERS_LEN, R_KEY_LEN, R_LENGTH, R_OFFSET, R_PAYLOAD_LEN};
+    use crate::format::{get_u16, get_u32, get_u64};
+    if b.len() < RECORD_HEADER_LEN {
+        return false;
+    }
+    let len = get_u32(b, R_LENGTH) as usize;
+    if len < RECORD_HEADER_LEN || len > max_record || len > b.len() {
+        return false;
+    }
+    let fields = RECORD_HEADER_LEN as u64
+        + u64::from(get_u16(b, R_KEY_LEN))
+        + u64::from(get_u32(b, R_HEADERS_LEN))
+        + u64::from(get_u32(b, R_PAYLOAD_LEN));
+    fields == len as u64 && get_u16(b, R_FLAGS) == 0 && get_u64(b, R_OFFSET) >= min_offset
 }
 
 /// Decodes the record at `pos`, for readers.
