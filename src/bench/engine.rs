@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,10 @@ const REFERENCE_ITERS: usize = 100;
 /// One (record size, writers) run.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineRow {
+    /// `threads`: one OS thread per writer, blocking in `Ticket::wait` (it may lead the
+    /// commit itself); `async`: one task per writer on a 2-worker tokio runtime, awaiting
+    /// the `Ticket` (the background thread commits) — the service's path.
+    pub mode: String,
     /// Payload bytes per record.
     pub record_bytes: usize,
     /// Encoded bytes per record (44-byte header + payload): R in the bound.
@@ -179,6 +183,87 @@ fn writer(log: &Log, payload: &[u8], dur: Duration, gate: &Gate) -> Result<Vec<u
     result.map(|()| lat)
 }
 
+/// How the writers wait for their acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// An OS thread per writer, `Ticket::wait`.
+    Threads,
+    /// A tokio task per writer, `ticket.await`, on 2 worker threads.
+    Async,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Threads => "threads",
+            Self::Async => "async",
+        }
+    }
+}
+
+/// C tasks on a 2-worker tokio runtime, each appending and awaiting its ticket.
+fn run_tasks(
+    log: &Arc<Log>,
+    payload: &[u8],
+    c: usize,
+    dur: Duration,
+    spinners: &[u64],
+) -> Result<Phase, CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-task")
+        .build()?;
+    let payload: Arc<[u8]> = payload.into();
+    let cpu0 = threads_cpu_nanos(spinners)?;
+    let ticks0 = cpu_secs(spinners)?;
+    let t = Instant::now();
+    let until = t + dur;
+    let joined = rt.block_on(async {
+        let mut handles = Vec::with_capacity(c);
+        for _ in 0..c {
+            let (log, payload) = (Arc::clone(log), Arc::clone(&payload));
+            handles.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(4096);
+                loop {
+                    let rec = Record::from_payload(payload.to_vec());
+                    let started = Instant::now();
+                    log.append(std::slice::from_ref(&rec), Durability::Sync)?
+                        .await?;
+                    let done = Instant::now();
+                    lat.push(nanos(done - started));
+                    if done >= until {
+                        break;
+                    }
+                }
+                Ok::<_, wald_storage::Error>(lat)
+            }));
+        }
+        let mut out = Vec::with_capacity(c);
+        for h in handles {
+            out.push(h.await);
+        }
+        out
+    });
+    let secs = t.elapsed().as_secs_f64();
+    let cpu1 = threads_cpu_nanos(spinners)?;
+    let ticks1 = cpu_secs(spinners)?;
+    drop(rt);
+    let mut lats = Vec::with_capacity(c);
+    for j in joined {
+        match j {
+            Ok(Ok(l)) => lats.push(l),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(format!("a writer task failed: {e}").into()),
+        }
+    }
+    Ok(Phase {
+        lats,
+        secs,
+        cpu_nanos: cpu1.saturating_sub(cpu0),
+        cpu_tick_secs: ticks1 - ticks0,
+    })
+}
+
 /// What the measuring thread saw of a phase.
 struct Phase {
     lats: Vec<Vec<u32>>,
@@ -247,6 +332,7 @@ fn run_writers(
 }
 
 /// Runs C writers of `size`-byte records on a fresh log in `dir`.
+#[allow(clippy::too_many_arguments)]
 pub fn run_one(
     dir: &Path,
     size: usize,
@@ -255,13 +341,14 @@ pub fn run_one(
     disk: &DiskReport,
     reference: &std::fs::File,
     spinners: &[u64],
+    mode: Mode,
 ) -> Result<EngineRow, CliError> {
     if dir.exists() {
         super::remove_settled(dir)?;
     }
     let config = LogConfig::default();
     let segment_bytes = config.segment_bytes;
-    let log = Log::open(dir, config)?;
+    let log = Arc::new(Log::open(dir, config)?);
     wait_for_spare(dir, segment_bytes)?;
     let disk_now = super::disk::reference(reference, REFERENCE_ITERS)?;
     let payload = vec![0xA5u8; size];
@@ -275,11 +362,17 @@ pub fn run_one(
             .map(|a| a.load(Ordering::Relaxed))
     };
     let before = snap();
-    let phase = run_writers(&log, &payload, c, plan.engine_secs, spinners)?;
+    let phase = match mode {
+        Mode::Threads => run_writers(&log, &payload, c, plan.engine_secs, spinners)?,
+        Mode::Async => run_tasks(&log, &payload, c, plan.engine_secs, spinners)?,
+    };
     let after = snap();
     let [records, fsyncs, bytes, fsync_nanos, rolls] =
         [0, 1, 2, 3, 4].map(|i| after[i] - before[i]);
-    log.close()?;
+    match Arc::try_unwrap(log) {
+        Ok(log) => log.close()?,
+        Err(_) => return Err("the log is still shared after the phase".into()),
+    }
     super::remove_settled(dir)?;
 
     let secs = phase.secs;
@@ -295,6 +388,7 @@ pub fn run_one(
     let disk_p99_at_batch_us = disk.l_p99_us(bytes_per_fsync);
     let l_single_us = disk.l_p50_us(r);
     Ok(EngineRow {
+        mode: mode.label().to_owned(),
         record_bytes: size,
         encoded_bytes: encoded,
         writers: c,
@@ -333,21 +427,34 @@ pub fn measure(
     let ref_path = dir.join("engine-ref.dat");
     let reference = super::disk::zero_filled(&ref_path, 4 << 20)?;
     let mut rows = Vec::new();
+    let mut runs: Vec<(usize, usize, Mode)> = Vec::new();
     for &size in &plan.record_sizes {
         for &c in &plan.writers {
+            runs.push((size, c, Mode::Threads));
+        }
+    }
+    for &c in &plan.writers {
+        if c >= 16 && plan.record_sizes.contains(&(1 << 10)) {
+            runs.push((1 << 10, c, Mode::Async));
+        }
+    }
+    {
+        for (size, c, mode) in runs {
             progress(&format!(
-                "{label}engine: {} × {c} writers, Sync, {:.0} s...",
+                "{label}engine ({}): {} × {c} writers, Sync, {:.0} s...",
+                mode.label(),
                 size_label(size),
                 plan.engine_secs.as_secs_f64()
             ));
             let row = run_one(
-                &dir.join(format!("engine-{size}-{c}")),
+                &dir.join(format!("engine-{size}-{c}-{}", mode.label())),
                 size,
                 c,
                 plan,
                 disk,
                 &reference,
                 spinners,
+                mode,
             )?;
             progress_done(&format!(
                 "{:.0} appends/s, p50 {} p99 {}, {:.1} rec/fsync, fsync {} ({:.0}% busy), {:.1} µs CPU/append, {:.0}% of bound",

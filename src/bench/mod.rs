@@ -9,6 +9,7 @@
 
 pub mod disk;
 pub mod engine;
+pub mod partitions;
 pub mod read;
 pub mod report;
 pub mod stats;
@@ -159,6 +160,8 @@ pub struct SetReport {
     pub engine: Vec<engine::EngineRow>,
     /// Reads and recovery.
     pub read: read::ReadReport,
+    /// Several partition logs at once.
+    pub partitions: Vec<partitions::PartitionRow>,
 }
 
 /// Everything one `wald bench fsync` run measured.
@@ -262,12 +265,14 @@ fn run_set(dir: &Path, plan: &Plan, spinners: Option<&Spinners>) -> Result<SetRe
     let disk = disk::measure(dir, plan, &tag)?;
     let engine = engine::measure(dir, plan, &disk, &tids, &tag)?;
     let read = read::measure(&dir.join("read-log"), plan, &tag)?;
+    let partitions = partitions::measure(dir, plan, &tag)?;
     Ok(SetReport {
         label: label.into(),
         spinners: tids.len(),
         disk,
         engine,
         read,
+        partitions,
     })
 }
 

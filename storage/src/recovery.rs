@@ -390,8 +390,9 @@ fn open_sealed(
     let (entries, last_ts) = if cfg.verify_on_open {
         let sc = scan::scan(bytes, base, cfg.max_record_bytes, cfg.index_interval_bytes);
         report.records_scanned += sc.records;
-        let interrupted_seal =
-            sc.stop == Stop::End && (sc.end as u64) < len && bytes[sc.end..].iter().all(|&b| b == 0);
+        let interrupted_seal = sc.stop == Stop::End
+            && (sc.end as u64) < len
+            && bytes[sc.end..].iter().all(|&b| b == 0);
         if interrupted_seal {
             // A seal interrupted before its truncation (written by an older build, which
             // created the next segment first): only zeros follow the records. Finish it —
@@ -401,7 +402,8 @@ fn open_sealed(
             let f = fs
                 .open(&path, OpenMode::ReadWrite)
                 .map_err(|e| Error::io(IoOp::Open, &path, e))?;
-            f.set_len(end).map_err(|e| Error::io(IoOp::SetLen, &path, e))?;
+            f.set_len(end)
+                .map_err(|e| Error::io(IoOp::SetLen, &path, e))?;
             f.sync_all().map_err(|e| Error::io(IoOp::Sync, &path, e))?;
             tracing::warn!(segment = %path.display(), "finished an interrupted seal (truncated its zero tail)");
             return open_sealed(fs, dir, cfg, base, next_base, report);

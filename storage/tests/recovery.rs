@@ -435,10 +435,19 @@ fn an_interrupted_seal_is_finished() {
     let dir = tempfile::tempdir().unwrap();
     let segs = build(dir.path(), 1500, &cfg());
     let len = fs::metadata(&segs[0]).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&segs[0]).unwrap().set_len(64 << 10).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[0])
+        .unwrap()
+        .set_len(64 << 10)
+        .unwrap();
     let log = Log::open(dir.path(), cfg()).unwrap();
     assert_eq!(read_all(&log).len(), 1500);
-    assert_eq!(fs::metadata(&segs[0]).unwrap().len(), len, "truncated back to its data");
+    assert_eq!(
+        fs::metadata(&segs[0]).unwrap().len(),
+        len,
+        "truncated back to its data"
+    );
 }
 
 #[test]
@@ -458,7 +467,9 @@ fn a_valid_record_with_a_wrong_offset_at_the_tail_is_refused() {
     b[last + 4..last + 8].copy_from_slice(&h.finalize().to_le_bytes());
     fs::write(&segs[0], b).unwrap();
     match Log::open(template.path(), cfg()) {
-        Err(Error::Corruption { offset: 39, reason, .. }) => assert!(reason.contains("offset 45"), "{reason}"),
+        Err(Error::Corruption {
+            offset: 39, reason, ..
+        }) => assert!(reason.contains("offset 45"), "{reason}"),
         other => panic!("expected Corruption at offset 39, got {other:?}"),
     }
 }

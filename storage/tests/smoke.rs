@@ -112,7 +112,12 @@ fn awaited_tickets_are_committed_by_the_background_thread() {
             std::thread::spawn(move || {
                 (0..50)
                     .map(|i| {
-                        let ticket = log.append(&[Record::from_payload(format!("{t}-{i}"))], Durability::Sync).unwrap();
+                        let ticket = log
+                            .append(
+                                &[Record::from_payload(format!("{t}-{i}"))],
+                                Durability::Sync,
+                            )
+                            .unwrap();
                         let a = block_on(ticket).unwrap();
                         assert!(a.synced);
                         a.first_offset
@@ -121,29 +126,55 @@ fn awaited_tickets_are_committed_by_the_background_thread() {
             })
         })
         .collect();
-    let mut all: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.sort_unstable();
     assert_eq!(all, (0..400).collect::<Vec<_>>());
     // Mixed: some threads wait (and lead), others await.
-    let t1 = log.append(&[Record::from_payload("a")], Durability::Sync).unwrap();
-    let t2 = log.append(&[Record::from_payload("b")], Durability::None).unwrap();
+    let t1 = log
+        .append(&[Record::from_payload("a")], Durability::Sync)
+        .unwrap();
+    let t2 = log
+        .append(&[Record::from_payload("b")], Durability::None)
+        .unwrap();
     assert_eq!(block_on(t2).unwrap().first_offset, 401);
     assert_eq!(t1.wait().unwrap().first_offset, 400);
-    let got: Vec<_> = log.read_from(398).unwrap().map(|r| r.unwrap().payload).collect();
+    let got: Vec<_> = log
+        .read_from(398)
+        .unwrap()
+        .map(|r| r.unwrap().payload)
+        .collect();
     assert_eq!(got[2..], [b"a".to_vec(), b"b".to_vec()]);
 }
 
 #[test]
 fn batch_and_none_records_are_synced_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { background_sync_interval: std::time::Duration::from_millis(50), ..LogConfig::default() };
+    let cfg = LogConfig {
+        background_sync_interval: std::time::Duration::from_millis(50),
+        ..LogConfig::default()
+    };
     let log = Log::open(dir.path(), cfg).unwrap();
-    let before = log.counters().fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+    let before = log
+        .counters()
+        .fsyncs
+        .load(std::sync::atomic::Ordering::Relaxed);
     let a = log
-        .append_one(Record::from_payload("x"), Durability::Batch { max_delay: std::time::Duration::from_millis(20) })
+        .append_one(
+            Record::from_payload("x"),
+            Durability::Batch {
+                max_delay: std::time::Duration::from_millis(20),
+            },
+        )
         .unwrap();
     assert!(!a.synced);
-    let fsyncs = || log.counters().fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+    let fsyncs = || {
+        log.counters()
+            .fsyncs
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     // Functional, not timed: wait (up to a generous bound) for the background sync.
     let wait_for = |n: u64| {
         let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -152,8 +183,18 @@ fn batch_and_none_records_are_synced_in_the_background() {
         }
         fsyncs()
     };
-    assert_eq!(wait_for(before + 1), before + 1, "the background thread synced the Batch record");
-    let y = log.append_one(Record::from_payload("y"), Durability::None).unwrap();
+    assert_eq!(
+        wait_for(before + 1),
+        before + 1,
+        "the background thread synced the Batch record"
+    );
+    let y = log
+        .append_one(Record::from_payload("y"), Durability::None)
+        .unwrap();
     assert!(!y.synced);
-    assert_eq!(wait_for(before + 2), before + 2, "the background thread synced the None record");
+    assert_eq!(
+        wait_for(before + 2),
+        before + 2,
+        "the background thread synced the None record"
+    );
 }

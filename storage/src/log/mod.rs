@@ -133,6 +133,10 @@ pub(crate) struct Shared {
     pub(crate) queue: Mutex<Queue>,
     /// Signalled when queue space frees up.
     pub(crate) space: Condvar,
+    /// Signalled when an append completes the group a lingering leader waits for.
+    pub(crate) arrivals: Condvar,
+    /// Moving average of write-path fsync latency, in ns (bounds the leader's linger).
+    pub(crate) fsync_ewma_ns: AtomicU64,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) view: RwLock<View>,
     pub(crate) bg: background::BgSignal,
@@ -217,6 +221,8 @@ impl Log {
             config,
             queue: Mutex::new(queue),
             space: Condvar::new(),
+            arrivals: Condvar::new(),
+            fsync_ewma_ns: AtomicU64::new(0),
             writer: Mutex::new(Writer {
                 active,
                 spare: None,
@@ -441,7 +447,7 @@ impl Shared {
         let mut q = lock(&self.queue);
         loop {
             q.check_open(&self.dir)?;
-            let pending = q.buf.len();
+            let pending = q.pending_bytes();
             if pending == 0 || pending + total <= self.config.max_pending_bytes {
                 break;
             }
@@ -451,9 +457,16 @@ impl Shared {
                     limit: self.config.max_pending_bytes,
                 });
             }
+            q.space_waiters += 1;
             q = self.space.wait(q).unwrap_or_else(PoisonError::into_inner);
+            q.space_waiters -= 1;
         }
         q.push(records, durability, Arc::clone(&slot), now_ms());
+        let wake_leader = q.arrival_completes_linger();
+        drop(q);
+        if wake_leader {
+            self.arrivals.notify_one();
+        }
         Ok(slot)
     }
 

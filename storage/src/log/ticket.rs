@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
@@ -42,6 +43,47 @@ pub(crate) struct SlotState {
     pub(crate) wake: Wake,
     /// Set by a finishing leader: the waiter should take over leadership.
     pub(crate) lead: bool,
+    /// The wake-up chain of the batch that completed this slot: a woken waiter wakes the
+    /// next ones, so a batch's followers are woken as a tree, in parallel, not one by one
+    /// by the leader.
+    pub(crate) chain: Option<Arc<WakeChain>>,
+}
+
+/// The waiters of one completed batch, woken in a fan-out.
+#[derive(Debug)]
+pub(crate) struct WakeChain {
+    wakes: Vec<Wake>,
+    next: AtomicUsize,
+}
+
+/// How many threads each woken waiter wakes in turn.
+pub(crate) const WAKE_FANOUT: usize = 2;
+
+impl WakeChain {
+    pub(crate) fn new(wakes: Vec<Wake>) -> Arc<Self> {
+        Arc::new(Self {
+            wakes,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Wakes up to `threads` blocked threads (and every async task met on the way, whose
+    /// wake is cheap and who will not continue the chain).
+    pub(crate) fn wake_next(&self, threads: usize) {
+        let mut woken = 0;
+        while woken < threads {
+            let i = self.next.fetch_add(1, Ordering::AcqRel);
+            let Some(w) = self.wakes.get(i) else { return };
+            match w {
+                Wake::Thread(t) => {
+                    t.unpark();
+                    woken += 1;
+                }
+                Wake::Task(waker) => waker.wake_by_ref(),
+                Wake::Nobody => {}
+            }
+        }
+    }
 }
 
 /// The completion cell of one append, shared by its ticket and the queue.
@@ -57,6 +99,7 @@ impl Slot {
                 result: None,
                 wake: Wake::Nobody,
                 lead: false,
+                chain: None,
             }),
         })
     }
@@ -70,6 +113,18 @@ impl Slot {
         let mut s = self.lock();
         s.result = Some(result);
         std::mem::replace(&mut s.wake, Wake::Nobody)
+    }
+
+    /// Takes whom to wake, before the result is published (to build a chain).
+    pub(crate) fn take_wake(&self) -> Wake {
+        std::mem::replace(&mut self.lock().wake, Wake::Nobody)
+    }
+
+    /// Publishes the result together with the batch's wake chain.
+    pub(crate) fn publish(&self, result: Result<Appended>, chain: &Arc<WakeChain>) {
+        let mut s = self.lock();
+        s.result = Some(result);
+        s.chain = Some(Arc::clone(chain));
     }
 
     /// Asks a blocked waiter to take over leadership; returns whom to wake.

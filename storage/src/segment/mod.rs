@@ -113,9 +113,20 @@ pub struct Active {
     policy: IndexPolicy,
 }
 
-fn zero_fill(file: &dyn VFile, from: u64, to: u64, path: &Path) -> Result<()> {
+/// Bytes of zeros between two syncs when preparing a spare: a spare's flushes stay small,
+/// so they never queue a long flush ahead of the write path's `fdatasync`.
+const SPARE_SYNC_CHUNK: u64 = 4 << 20;
+
+fn zero_fill(
+    file: &dyn VFile,
+    from: u64,
+    to: u64,
+    path: &Path,
+    sync_every: Option<u64>,
+) -> Result<()> {
     let zeros = vec![0u8; ZERO_CHUNK];
     let mut pos = from;
+    let mut since_sync = 0u64;
     while pos < to {
         let n = usize::try_from(to - pos)
             .unwrap_or(ZERO_CHUNK)
@@ -123,6 +134,12 @@ fn zero_fill(file: &dyn VFile, from: u64, to: u64, path: &Path) -> Result<()> {
         file.write_all_at(&zeros[..n], pos)
             .map_err(|e| Error::io(IoOp::Write, path, e))?;
         pos += n as u64;
+        since_sync += n as u64;
+        if sync_every.is_some_and(|every| since_sync >= every) {
+            file.sync_data()
+                .map_err(|e| Error::io(IoOp::Sync, path, e))?;
+            since_sync = 0;
+        }
     }
     Ok(())
 }
@@ -141,7 +158,13 @@ pub fn prepare_spare(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig) -> Result<PathBu
     let file = fs
         .open(&path, OpenMode::CreateNew)
         .map_err(|e| Error::io(IoOp::Open, &path, e))?;
-    zero_fill(file.as_ref(), 0, cfg.segment_bytes, &path)?;
+    zero_fill(
+        file.as_ref(),
+        0,
+        cfg.segment_bytes,
+        &path,
+        Some(SPARE_SYNC_CHUNK),
+    )?;
     file.sync_data()
         .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
     Ok(path)
@@ -189,6 +212,7 @@ impl Active {
                     SEGMENT_HEADER_LEN as u64,
                     cfg.segment_bytes,
                     &path,
+                    None,
                 )?;
             }
             file.write_all_at(&header, 0)

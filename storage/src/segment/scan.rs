@@ -193,7 +193,9 @@ pub fn find_valid_record_after(
 /// the field lengths add up, the flags are zero, and the offset is not before `min_offset`.
 /// Keeps the resync search linear in practice on random damage.
 fn plausible(b: &[u8], max_record: usize, min_offset: u64) -> bool {
-    use crate::format::record::{R_FLAGS, R_HEADERS_LEN, R_KEY_LEN, R_LENGTH, R_OFFSET, R_PAYLOAD_LEN};
+    use crate::format::record::{
+        R_FLAGS, R_HEADERS_LEN, R_KEY_LEN, R_LENGTH, R_OFFSET, R_PAYLOAD_LEN,
+    };
     use crate::format::{get_u16, get_u32, get_u64};
     if b.len() < RECORD_HEADER_LEN {
         return false;
