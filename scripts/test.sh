@@ -21,11 +21,21 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 2
 fi
 
-step "build (all targets, all features)"
-cargo build --workspace --all-targets --all-features --locked 2>&1 | tail -n 3
+# RocksDB (the state store) is built from source: bindgen needs libclang.
+if ! dpkg -s libclang-dev >/dev/null 2>&1; then
+    step "installing libclang-dev (bindgen for RocksDB)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
+fi
 
-step "tests (workspace, all features)"
-cargo test --workspace --all-features --locked
+# One profile (release) for everything: RocksDB's C++ compiles once (~16 min cold), and
+# `cargo run --release -- serve` reuses the same build. Overflow checks stay on in release.
+step "build (release, all targets, all features)"
+cargo build --release --workspace --all-targets --all-features --locked 2>&1 | tail -n 3
+
+step "tests (release, workspace, all features)"
+cargo test --release --workspace --all-features --locked
 
 if [ "$FUZZ_SECONDS" != "0" ] && [ -x scripts/fuzz-smoke.sh ]; then
     step "fuzz smoke (${FUZZ_SECONDS}s per target)"
