@@ -17,5 +17,14 @@
 #![allow(clippy::missing_errors_doc)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod message;
+pub mod metrics;
+pub mod model;
+pub mod server;
+pub mod state;

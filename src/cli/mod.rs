@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod log;
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs the service (default: 127.0.0.1:3000, data in ./data).
+    Serve(serve::ServeArgs),
     /// Offline tools for a partition log directory (never modify it).
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -51,6 +54,7 @@ pub fn init_tracing(verbose: u8) {
 /// Runs a parsed command line; the exit code says whether it succeeded.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Log(cmd) => log::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }

@@ -461,6 +461,14 @@ impl Shared {
             q = self.space.wait(q).unwrap_or_else(PoisonError::into_inner);
             q.space_waiters -= 1;
         }
+        if q.next_offset
+            .checked_add(records.len() as u64)
+            .is_none_or(|end| end == u64::MAX)
+        {
+            return Err(Error::Record(RecordError::Malformed(
+                "the log's offset space is exhausted",
+            )));
+        }
         q.push(records, durability, Arc::clone(&slot), now_ms());
         let wake_leader = q.arrival_completes_linger();
         drop(q);

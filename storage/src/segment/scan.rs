@@ -131,6 +131,13 @@ pub fn scan(bytes: &[u8], base_offset: u64, max_record: usize, index_interval: u
                 break;
             }
             Ok(Decoded::Record(v)) => {
+                if v.offset == u64::MAX {
+                    // The offset space ends below u64::MAX: a next offset must exist.
+                    out.stop = Stop::Corrupt(RecordError::Malformed(
+                        "record offset u64::MAX is out of range",
+                    ));
+                    break;
+                }
                 if v.offset != next {
                     out.stop = Stop::WrongOffset { found: v.offset };
                     break;

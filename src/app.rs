@@ -1,0 +1,315 @@
+//! The running service: configuration, the engine's logs, the state store, the namespace
+//! registry, access control and metrics — shared by every request.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use wald_storage::{Durability, Log};
+
+use crate::config::{Config, Keyring};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::model::namespace::{DurabilityMode, Namespace, RoutingStrategy};
+use crate::state::StateStore;
+
+/// Default idempotency window (24 h).
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3600 * 1000;
+
+/// Starting the service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state store.
+    #[error("state store: {0}")]
+    State(#[from] crate::state::StateError),
+    /// A partition log.
+    #[error("storage: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+    /// A namespace in the registry or the config is invalid.
+    #[error("namespace {name}: {reason}")]
+    Namespace {
+        /// Its name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The configuration.
+    #[error("config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// Metrics registration.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The data directory.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A namespace as the write path needs it: its settings and its open logs.
+#[derive(Debug)]
+pub struct NamespaceRuntime {
+    /// The settings.
+    pub spec: Namespace,
+    /// One log per partition.
+    pub logs: Vec<Arc<Log>>,
+    /// Round-robin cursor.
+    pub rr: AtomicU64,
+    /// Writes accepted (for status and metrics).
+    pub writes: AtomicU64,
+    /// Write errors answered.
+    pub errors: AtomicU64,
+}
+
+impl NamespaceRuntime {
+    /// The engine durability of this namespace.
+    #[must_use]
+    pub fn durability(&self, batch_delay: Duration) -> Durability {
+        match self.spec.durability {
+            DurabilityMode::Sync => Durability::Sync,
+            DurabilityMode::Batch => Durability::Batch {
+                max_delay: batch_delay,
+            },
+            DurabilityMode::None => Durability::None,
+        }
+    }
+
+    /// The partition for a write: by the shard strategy (hash of the partition key,
+    /// round-robin, random).
+    #[must_use]
+    pub fn choose_partition(&self, partition_key: Option<&str>) -> u32 {
+        let n = u32::try_from(self.logs.len()).unwrap_or(1).max(1);
+        if n == 1 {
+            return 0;
+        }
+        match (self.spec.shard_config.strategy, partition_key) {
+            (RoutingStrategy::Hash, Some(k)) => (fnv1a(k.as_bytes()) % u64::from(n)) as u32,
+            (RoutingStrategy::Random, _) => rand::random_range(0..n),
+            // Hash without a key spreads like round-robin.
+            (RoutingStrategy::RoundRobin | RoutingStrategy::Hash, _) => {
+                (self.rr.fetch_add(1, Ordering::Relaxed) % u64::from(n)) as u32
+            }
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: stable across versions and platforms (a partition mapping must not change).
+#[must_use]
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Everything requests share.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// The API keys.
+    pub keys: Keyring,
+    /// The partition logs.
+    pub engine: Engine,
+    /// Indexes derived from the logs, and the namespace registry.
+    pub state: StateStore,
+    /// Namespaces by name.
+    pub namespaces: RwLock<BTreeMap<String, Arc<NamespaceRuntime>>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Rate limits.
+    pub limiter: crate::http::ratelimit::RateLimiter,
+    /// When the service started.
+    pub started: Instant,
+    /// Set once shutdown began: new writes are refused.
+    pub shutting_down: AtomicBool,
+}
+
+impl App {
+    /// Opens the state store and every namespace's logs (from the registry, then the
+    /// namespaces declared in the config), bringing the state store up to date with each log.
+    ///
+    /// # Errors
+    /// A namespace or log that cannot be opened, or the state store.
+    pub fn start(config: Config) -> Result<Arc<Self>, StartError> {
+        Self::start_with(config, Arc::new(wald_storage::io::StdFs))
+    }
+
+    /// [`App::start`] with the logs on another file system (fault injection in tests).
+    ///
+    /// # Errors
+    /// As [`App::start`].
+    pub fn start_with(
+        config: Config,
+        fs: Arc<dyn wald_storage::io::Vfs>,
+    ) -> Result<Arc<Self>, StartError> {
+        let data = config.server.data_dir.clone();
+        std::fs::create_dir_all(&data).map_err(|source| StartError::DataDir {
+            path: data.clone(),
+            source,
+        })?;
+        let state = StateStore::open(data.join("state"))?;
+        let engine = Engine::with_fs(&data, config.storage.log_config(), fs);
+        let keys = config.auth.keyring();
+        let app = Arc::new(Self {
+            keys,
+            engine,
+            state,
+            namespaces: RwLock::new(BTreeMap::new()),
+            metrics: Metrics::new()?,
+            limiter: crate::http::ratelimit::RateLimiter::default(),
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+            config,
+        });
+        // The registry first (created through the admin API), then the config's declarations,
+        // which win for the names they declare.
+        let mut specs: BTreeMap<String, Namespace> = BTreeMap::new();
+        for (name, bytes) in app.state.list_namespaces()? {
+            let spec = Namespace::from_json(&bytes).map_err(|errs| StartError::Namespace {
+                name: name.clone(),
+                reason: errs
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+            specs.insert(name, spec);
+        }
+        for mut spec in app.config.declared_namespaces::<Namespace>()? {
+            spec.normalise();
+            spec.validate().map_err(|errs| StartError::Namespace {
+                name: spec.name.clone(),
+                reason: errs
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+            specs.insert(spec.name.clone(), spec);
+        }
+        for spec in specs.into_values() {
+            app.install(spec)?;
+        }
+        Ok(app)
+    }
+
+    /// Opens a namespace's logs, catches the state store up with them, and makes the
+    /// namespace visible to requests (replacing an earlier version of it).
+    ///
+    /// # Errors
+    /// A log that cannot be opened, or the state store.
+    pub fn install(&self, spec: Namespace) -> Result<Arc<NamespaceRuntime>, StartError> {
+        let name = spec.name.clone();
+        let partitions = spec.shard_config.partition_count.max(1);
+        self.engine.open_namespace(&name, partitions)?;
+        let logs = self.engine.logs(&name).unwrap_or_default();
+        for (p, log) in logs.iter().enumerate() {
+            let p = u32::try_from(p).unwrap_or(u32::MAX);
+            let started = Instant::now();
+            let done = self.state.catch_up(&name, p, log, |_, _| {})?;
+            if done.records > 0 || done.rewound.is_some() {
+                tracing::info!(namespace = %name, partition = p, from = done.from, to = done.to, records = done.records,
+                    rewound = ?done.rewound, secs = started.elapsed().as_secs_f64(), "state store caught up with the log");
+            }
+        }
+        let rt = Arc::new(NamespaceRuntime {
+            spec,
+            logs,
+            rr: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        });
+        self.namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, Arc::clone(&rt));
+        Ok(rt)
+    }
+
+    /// A namespace by (normalised) name.
+    #[must_use]
+    pub fn namespace(&self, name: &str) -> Option<Arc<NamespaceRuntime>> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Every namespace.
+    #[must_use]
+    pub fn all_namespaces(&self) -> Vec<Arc<NamespaceRuntime>> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Removes a namespace from service (its logs close when the last request using them ends).
+    pub fn uninstall(&self, name: &str) -> Option<Arc<NamespaceRuntime>> {
+        self.namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+    }
+
+    /// True when every log accepts writes and the state store is open.
+    #[must_use]
+    pub fn ready(&self) -> (bool, Vec<String>) {
+        let mut problems = Vec::new();
+        for (ns, p, log) in self.engine.all() {
+            if let Some(cause) = log.poisoned() {
+                problems.push(format!("namespace {ns} partition {p}: {cause}"));
+            }
+        }
+        if self.shutting_down.load(Ordering::Relaxed) {
+            problems.push("shutting down".to_owned());
+        }
+        (problems.is_empty(), problems)
+    }
+
+    /// Copies the engine's counters into the metrics (called when `/metrics` is scraped).
+    pub fn refresh_engine_metrics(&self) {
+        let m = &self.metrics;
+        for (ns, p, log) in self.engine.all() {
+            let labels = [ns.as_str(), &p.to_string()];
+            let c = log.counters();
+            let get = |a: &std::sync::atomic::AtomicU64| {
+                i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+            };
+            m.records.with_label_values(&labels).set(get(&c.records));
+            m.bytes.with_label_values(&labels).set(get(&c.bytes));
+            m.batches.with_label_values(&labels).set(get(&c.batches));
+            m.fsyncs.with_label_values(&labels).set(get(&c.fsyncs));
+            m.fsync_seconds
+                .with_label_values(&labels)
+                .set(c.fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9);
+            let st = log.stats();
+            m.segments
+                .with_label_values(&labels)
+                .set(i64::try_from(st.segments).unwrap_or(i64::MAX));
+            m.poisoned
+                .with_label_values(&labels)
+                .set(i64::from(st.poisoned.is_some()));
+        }
+        let data = self.config.server.data_dir.display().to_string();
+        if let Some(free) = wald_storage::io::Vfs::available_space(
+            &wald_storage::io::StdFs,
+            &self.config.server.data_dir,
+        ) {
+            m.disk_free
+                .with_label_values(&[data.as_str()])
+                .set(i64::try_from(free).unwrap_or(i64::MAX));
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! `[auth]`: the admin key and the API keys, plain or as SHA-256 digests, and their
+//! verification in constant time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{invalid, ConfigError};
+use crate::model::namespace::{check_namespace_name, normalise_namespace_name};
+
+/// The identity of the admin key (in logs and in [`KeyIdentity::id`]); no API key may use it.
+pub const ADMIN_KEY_ID: &str = "admin";
+
+/// `[auth]`. `Debug` never shows a key.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The admin key in plain text: namespace and DLQ administration, and every namespace.
+    /// Default: unset (the admin API answers 401). Env: `WALD_ADMIN_KEY`; CLI: `--admin-key`.
+    pub admin_key: Option<String>,
+    /// The admin key as the hex of its SHA-256 digest (64 hex digits), instead of
+    /// `admin_key`. Default: unset.
+    pub admin_key_sha256: Option<String>,
+    /// Refuse requests without a valid key even when no API key is configured. Whenever
+    /// `api_keys` is not empty, the write API needs a key anyway. Default: false (with no
+    /// keys configured the write and read API are open).
+    pub require_api_key: bool,
+    /// `[[auth.api_keys]]`: the API keys. Default: none.
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One `[[auth.api_keys]]` entry. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The key's name: in namespaces' `accessControl.allowedApiKeys`, in logs and metrics
+    /// (never the key itself). Required; letters, digits, `.`, `_`, `-`; at most 100.
+    pub id: String,
+    /// The key in plain text. Give exactly one of `key` and `key_sha256`.
+    pub key: Option<String>,
+    /// The hex of the key's SHA-256 digest (64 hex digits).
+    pub key_sha256: Option<String>,
+    /// Namespaces the key may use, or `["*"]` for all. Required (at least one).
+    pub namespaces: Vec<String>,
+}
+
+/// Who a presented key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdentity {
+    /// The key's id ([`ADMIN_KEY_ID`] for the admin key).
+    pub id: String,
+    /// True for the admin key.
+    pub admin: bool,
+    /// The namespaces the key may use.
+    pub namespaces: NamespaceAccess,
+}
+
+/// The namespaces a key may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceAccess {
+    /// Every namespace (`"*"`, or the admin key).
+    All,
+    /// These namespaces (normalized: trimmed, lower-case).
+    Only(BTreeSet<String>),
+}
+
+impl NamespaceAccess {
+    /// True when the key may use `namespace` (an already normalized name).
+    #[must_use]
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(set) => set.contains(namespace),
+        }
+    }
+
+    fn from_list(list: &[String]) -> Self {
+        if list.iter().any(|n| n.trim() == "*") {
+            Self::All
+        } else {
+            Self::Only(list.iter().map(|n| normalise_namespace_name(n)).collect())
+        }
+    }
+}
+
+type Sha = [u8; 32];
+
+fn sha256(s: &str) -> Sha {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+fn decode_sha(hex_digest: &str) -> Option<Sha> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digest.trim(), &mut out).ok()?;
+    Some(out)
+}
+
+/// Equality of two digests in time independent of where they differ.
+fn ct_eq(a: &Sha, b: &Sha) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+impl AuthConfig {
+    /// True when requests to the write/read API need a valid key: `require_api_key`, or any
+    /// API key configured.
+    #[must_use]
+    pub fn requires_api_key(&self) -> bool {
+        self.require_api_key || !self.api_keys.is_empty()
+    }
+
+    /// True when an admin key is configured.
+    #[must_use]
+    pub fn has_admin_key(&self) -> bool {
+        self.admin_key.is_some() || self.admin_key_sha256.is_some()
+    }
+
+    /// Whose key `presented` is, comparing SHA-256 digests in constant time. Hashes the
+    /// configured plain keys on every call: on the request path build a [`Keyring`] once.
+    #[must_use]
+    pub fn verify(&self, presented: &str) -> Option<KeyIdentity> {
+        self.keyring().verify(presented).cloned()
+    }
+
+    /// The digests of every configured key, for verification on the request path.
+    /// Entries whose digest is malformed (refused by
+    /// [`Config::validate`](super::Config::validate)) never match.
+    #[must_use]
+    pub fn keyring(&self) -> Keyring {
+        let digest = |plain: &Option<String>, hashed: &Option<String>| match (plain, hashed) {
+            (Some(key), _) => Some(sha256(key)),
+            (None, Some(h)) => decode_sha(h),
+            (None, None) => None,
+        };
+        let admin = digest(&self.admin_key, &self.admin_key_sha256).map(|d| {
+            let who = KeyIdentity {
+                id: ADMIN_KEY_ID.to_owned(),
+                admin: true,
+                namespaces: NamespaceAccess::All,
+            };
+            (d, who)
+        });
+        let keys = self.api_keys.iter().filter_map(|k| {
+            let who = KeyIdentity {
+                id: k.id.clone(),
+                admin: false,
+                namespaces: NamespaceAccess::from_list(&k.namespaces),
+            };
+            digest(&k.key, &k.key_sha256).map(|d| (d, who))
+        });
+        Keyring {
+            entries: admin.into_iter().chain(keys).collect(),
+            requires_api_key: self.requires_api_key(),
+        }
+    }
+
+    /// Replaces the admin key, in whichever form it was given (environment and CLI).
+    pub(crate) fn replace_admin_key(&mut self, key: String) {
+        self.admin_key = Some(key);
+        self.admin_key_sha256 = None;
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        check_secret(
+            "auth.admin_key",
+            "auth.admin_key_sha256",
+            self.admin_key.as_ref(),
+            self.admin_key_sha256.as_ref(),
+            false,
+        )?;
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        for (i, k) in self.api_keys.iter().enumerate() {
+            let at = format!("auth.api_keys[{i}]");
+            let id_ok = !k.id.is_empty()
+                && k.id.len() <= 100
+                && k.id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !id_ok {
+                return Err(invalid(
+                    format!("{at}.id"),
+                    format!(
+                        "{:?} must be 1 to 100 letters, digits, '.', '_' or '-'",
+                        k.id
+                    ),
+                ));
+            }
+            if k.id == ADMIN_KEY_ID {
+                return Err(invalid(
+                    format!("{at}.id"),
+                    "\"admin\" is the admin key's id",
+                ));
+            }
+            if let Some(first) = ids.insert(&k.id, i) {
+                return Err(invalid(
+                    format!("{at}.id"),
+                    format!("{:?} is already used by auth.api_keys[{first}]", k.id),
+                ));
+            }
+            check_secret(
+                &format!("{at}.key"),
+                &format!("{at}.key_sha256"),
+                k.key.as_ref(),
+                k.key_sha256.as_ref(),
+                true,
+            )?;
+            if k.namespaces.is_empty() {
+                return Err(invalid(
+                    format!("{at}.namespaces"),
+                    "list the namespaces the key may use, or [\"*\"] for all",
+                ));
+            }
+            for (j, ns) in k.namespaces.iter().enumerate() {
+                if ns.trim() != "*" {
+                    check_namespace_name(&normalise_namespace_name(ns))
+                        .map_err(|reason| invalid(format!("{at}.namespaces[{j}]"), reason))?;
+                }
+            }
+        }
+        // Two entries with one secret would make the identity ambiguous.
+        let ring = self.keyring();
+        for (i, (digest, who)) in ring.entries.iter().enumerate() {
+            if let Some((_, first)) = ring.entries[..i].iter().find(|(d, _)| ct_eq(d, digest)) {
+                let key = if who.admin {
+                    "auth.admin_key".to_owned()
+                } else {
+                    format!("auth.api_keys[{}]", self.index_of(&who.id))
+                };
+                return Err(invalid(
+                    key,
+                    format!("is the same secret as the key {:?}", first.id),
+                ));
+            }
+        }
+        if self.require_api_key && ring.entries.is_empty() {
+            return Err(invalid(
+                "auth.require_api_key",
+                "is true but no key is configured (no api_keys, no admin key): \
+                 every request would be refused",
+            ));
+        }
+        Ok(())
+    }
+
+    fn index_of(&self, id: &str) -> usize {
+        self.api_keys
+            .iter()
+            .position(|k| k.id == id)
+            .unwrap_or_default()
+    }
+}
+
+/// Checks one plain/hashed pair: at most one (exactly one when `required`), the plain one
+/// not empty, the hashed one 64 hex digits.
+fn check_secret(
+    plain_key: &str,
+    hashed_key: &str,
+    plain: Option<&String>,
+    hashed: Option<&String>,
+    required: bool,
+) -> Result<(), ConfigError> {
+    match (plain, hashed) {
+        (Some(_), Some(_)) => Err(invalid(
+            hashed_key,
+            format!("give either {plain_key} or {hashed_key}, not both"),
+        )),
+        (None, None) if required => Err(invalid(plain_key, format!("required (or {hashed_key})"))),
+        (Some(p), None) if p.is_empty() => Err(invalid(plain_key, "must not be empty")),
+        (None, Some(h)) if decode_sha(h).is_none() => Err(invalid(
+            hashed_key,
+            "must be the hex of a SHA-256 digest: 64 hex digits (e.g. `printf %s KEY | sha256sum`)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The digests of the configured keys, built once by [`AuthConfig::keyring`].
+/// `Debug` shows the ids only.
+#[derive(Clone)]
+pub struct Keyring {
+    entries: Vec<(Sha, KeyIdentity)>,
+    requires_api_key: bool,
+}
+
+impl Keyring {
+    /// Whose key `presented` is. Hashes it once and compares with every entry in constant
+    /// time, without stopping at the first match.
+    #[must_use]
+    pub fn verify(&self, presented: &str) -> Option<&KeyIdentity> {
+        let digest = sha256(presented);
+        let mut found = None;
+        for (d, who) in &self.entries {
+            if ct_eq(d, &digest) && found.is_none() {
+                found = Some(who);
+            }
+        }
+        found
+    }
+
+    /// True when requests to the write/read API need a valid key.
+    #[must_use]
+    pub fn requires_api_key(&self) -> bool {
+        self.requires_api_key
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field(
+                "ids",
+                &self.entries.iter().map(|(_, w)| &w.id).collect::<Vec<_>>(),
+            )
+            .field("requires_api_key", &self.requires_api_key)
+            .finish()
+    }
+}
+
+fn redacted(s: Option<&String>) -> Option<&'static str> {
+    s.map(|_| "<redacted>")
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("admin_key", &redacted(self.admin_key.as_ref()))
+            .field(
+                "admin_key_sha256",
+                &redacted(self.admin_key_sha256.as_ref()),
+            )
+            .field("require_api_key", &self.require_api_key)
+            .field("api_keys", &self.api_keys)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("id", &self.id)
+            .field("key", &redacted(self.key.as_ref()))
+            .field("key_sha256", &redacted(self.key_sha256.as_ref()))
+            .field("namespaces", &self.namespaces)
+            .finish()
+    }
+}

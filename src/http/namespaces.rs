@@ -1,0 +1,232 @@
+//! `/api/v1/namespaces[/{ns}]`: namespace administration (admin key), persisted in the
+//! state store's registry (synced) and applied at once.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::auth::Admin;
+use super::error::{ApiError, ErrorCode};
+use crate::app::App;
+use crate::model::namespace::{normalise_namespace_name, Namespace};
+use crate::model::time::rfc3339_ms;
+use crate::model::validate::FieldError;
+
+/// The routes of this resource.
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/v1/namespaces", get(list).post(create))
+        .route(
+            "/api/v1/namespaces/{namespace}",
+            get(read).put(replace).delete(remove),
+        )
+}
+
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Namespace, ApiError> {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Content-Type must be application/json",
+        ));
+    }
+    let mut ns = Namespace::from_json(body).map_err(ApiError::validation)?;
+    ns.normalise();
+    ns.validate().map_err(ApiError::validation)?;
+    Ok(ns)
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NamespaceNotFound,
+        format!("Namespace '{name}' not found"),
+    )
+    .with_details(serde_json::json!({ "namespace": name }))
+}
+
+fn declared(app: &App, name: &str) -> bool {
+    app.config
+        .declared_namespaces::<Namespace>()
+        .is_ok_and(|v| v.iter().any(|n| normalise_namespace_name(&n.name) == name))
+}
+
+async fn persist_and_install(app: Arc<App>, ns: Namespace) -> Result<Namespace, ApiError> {
+    let doc = serde_json::to_vec(&ns).map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(move || -> Result<Namespace, ApiError> {
+        app.state
+            .put_namespace(&ns.name, &doc)
+            .map_err(ApiError::internal)?;
+        app.install(ns.clone()).map_err(|e| {
+            ApiError::new(
+                ErrorCode::StorageUnavailable,
+                format!("namespace saved but its logs could not be opened: {e}"),
+            )
+        })?;
+        Ok(ns)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Creates a namespace.
+#[utoipa::path(
+    post, path = "/api/v1/namespaces", tag = "namespaces", request_body = Namespace,
+    responses(
+        (status = 201, description = "Created", body = Namespace),
+        (status = 400, description = "Invalid; details name every failing field", body = super::error::ErrorEnvelope),
+        (status = 401, description = "No key", body = super::error::ErrorEnvelope),
+        (status = 403, description = "Not the admin key", body = super::error::ErrorEnvelope),
+        (status = 409, description = "Exists already", body = super::error::ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Namespace>), ApiError> {
+    let mut ns = parse(&headers, &body)?;
+    if app.namespace(&ns.name).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("Namespace '{}' exists already", ns.name),
+        ));
+    }
+    let now = rfc3339_ms(wald_storage::now_ms());
+    ns.created_at = Some(now.clone());
+    ns.updated_at = Some(now);
+    let ns = persist_and_install(app, ns).await?;
+    Ok((StatusCode::CREATED, Json(ns)))
+}
+
+/// Lists namespaces.
+#[utoipa::path(
+    get, path = "/api/v1/namespaces", tag = "namespaces",
+    responses((status = 200, description = "Every namespace", body = Vec<Namespace>),
+        (status = 401, description = "No key", body = super::error::ErrorEnvelope),
+        (status = 403, description = "Not the admin key", body = super::error::ErrorEnvelope)),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn list(State(app): State<Arc<App>>, _admin: Admin) -> Json<Vec<Namespace>> {
+    Json(
+        app.all_namespaces()
+            .iter()
+            .map(|n| n.spec.clone())
+            .collect(),
+    )
+}
+
+/// Reads a namespace.
+#[utoipa::path(
+    get, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
+    params(("namespace" = String, Path, description = "The namespace")),
+    responses((status = 200, description = "The namespace", body = Namespace),
+        (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope)),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn read(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<Namespace>, ApiError> {
+    let name = normalise_namespace_name(&name);
+    app.namespace(&name)
+        .map(|n| Json(n.spec.clone()))
+        .ok_or_else(|| not_found(&name))
+}
+
+/// Replaces a namespace's settings (the partition count may grow, never shrink).
+#[utoipa::path(
+    put, path = "/api/v1/namespaces/{namespace}", tag = "namespaces", request_body = Namespace,
+    params(("namespace" = String, Path, description = "The namespace")),
+    responses((status = 200, description = "Replaced", body = Namespace),
+        (status = 400, description = "Invalid", body = super::error::ErrorEnvelope),
+        (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope)),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn replace(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Namespace>, ApiError> {
+    let name = normalise_namespace_name(&name);
+    let current = app.namespace(&name).ok_or_else(|| not_found(&name))?;
+    let mut ns = parse(&headers, &body)?;
+    let mut errs = Vec::new();
+    if ns.name != name {
+        errs.push(FieldError {
+            field: "name".into(),
+            message: format!("must equal the path's namespace '{name}'"),
+        });
+    }
+    let before = current.spec.shard_config.partition_count;
+    if ns.shard_config.partition_count < before {
+        errs.push(FieldError {
+            field: "shardConfig.partitionCount".into(),
+            message: format!("may grow but not shrink (is {before}): records in the removed partitions would be orphaned"),
+        });
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::validation(errs));
+    }
+    ns.created_at.clone_from(&current.spec.created_at);
+    ns.updated_at = Some(rfc3339_ms(wald_storage::now_ms()));
+    Ok(Json(persist_and_install(app, ns).await?))
+}
+
+/// Deletes a namespace and its data.
+#[utoipa::path(
+    delete, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
+    params(("namespace" = String, Path, description = "The namespace")),
+    responses((status = 204, description = "Deleted with its logs"),
+        (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope),
+        (status = 409, description = "Declared in the config file", body = super::error::ErrorEnvelope)),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn remove(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = normalise_namespace_name(&name);
+    if app.namespace(&name).is_none() {
+        return Err(not_found(&name));
+    }
+    if declared(&app, &name) {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("Namespace '{name}' is declared in the config file; remove it there"),
+        ));
+    }
+    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+        app.uninstall(&name);
+        app.state
+            .delete_namespace(&name)
+            .map_err(ApiError::internal)?;
+        app.state
+            .delete_namespace_data(&name)
+            .map_err(ApiError::internal)?;
+        app.engine
+            .remove_namespace(&name)
+            .map_err(ApiError::internal)?;
+        tracing::warn!(namespace = %name, "namespace deleted with its logs");
+        Ok(())
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,607 @@
+//! `/api/v1/wal/...`: the durable write, reading messages back, namespace status and the
+//! read/replay API.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{authorize_namespace, Caller};
+use super::error::{ApiError, ErrorCode};
+use super::request_id::RequestId;
+use crate::app::{App, NamespaceRuntime, IDEMPOTENCY_WINDOW_MS};
+use crate::message::{new_message_id, RecordIds, StoredMessage};
+use crate::model::time::rfc3339_ms;
+use crate::model::validate::{parse_json, FieldError};
+use crate::model::write::{DurableStatus, WriteLimits, WriteToLogDto, WriteToLogResponse};
+
+/// The routes of this resource.
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/v1/wal/write", post(write))
+        .route("/api/v1/wal/messages/{message_id}", get(get_message))
+        .route(
+            "/api/v1/wal/namespace/{namespace}/status",
+            get(namespace_status),
+        )
+        .route(
+            "/api/v1/wal/namespace/{namespace}/messages",
+            get(read_messages),
+        )
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Content-Type must be application/json",
+        ))
+    }
+}
+
+pub(crate) fn lookup_namespace(app: &App, name: &str) -> Result<Arc<NamespaceRuntime>, ApiError> {
+    app.namespace(name).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NamespaceNotFound,
+            format!("Namespace '{name}' not found"),
+        )
+        .with_details(serde_json::json!({ "namespace": name }))
+    })
+}
+
+/// Writes a message to its namespace's log; answers once it is durable under the
+/// namespace's policy (`durable: "true"` only after the covering fsync).
+#[utoipa::path(
+    post, path = "/api/v1/wal/write", tag = "wal",
+    request_body = WriteToLogDto,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key (or the body's idempotencyKey)")),
+    responses(
+        (status = 202, description = "Accepted; durable per the namespace's policy", body = WriteToLogResponse),
+        (status = 400, description = "Invalid body; details name every failing field", body = super::error::ErrorEnvelope),
+        (status = 401, description = "No or unknown API key", body = super::error::ErrorEnvelope),
+        (status = 403, description = "Key without access to the namespace, or namespace disabled", body = super::error::ErrorEnvelope),
+        (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope),
+        (status = 413, description = "Message over the namespace's maxMessageSize", body = super::error::ErrorEnvelope),
+        (status = 415, description = "Body is not application/json", body = super::error::ErrorEnvelope),
+        (status = 429, description = "Rate limited (Retry-After)", body = super::error::ErrorEnvelope),
+        (status = 503, description = "Storage poisoned, disk full or overloaded", body = super::error::ErrorEnvelope),
+    ),
+    security((), ("api_key" = []), ("bearer" = []))
+)]
+#[allow(clippy::too_many_lines)] // the write path, read top to bottom
+pub async fn write(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<WriteToLogResponse>), ApiError> {
+    let started = Instant::now();
+    require_json(&headers)?;
+    if app.shutting_down.load(Ordering::Relaxed) {
+        return Err(
+            ApiError::new(ErrorCode::ShuttingDown, "the service is shutting down").retry_after(5),
+        );
+    }
+    let dto: WriteToLogDto = parse_json(&body).map_err(ApiError::validation)?;
+    let header_key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_owned));
+    let mut v = dto
+        .validate(&WriteLimits {
+            max_delay_secs: app.config.server.max_delay_secs,
+        })
+        .map_err(ApiError::validation)?;
+    match header_key {
+        Some(Err(_)) => {
+            return Err(ApiError::validation(vec![FieldError {
+                field: "Idempotency-Key".into(),
+                message: "must be visible ASCII".into(),
+            }]))
+        }
+        Some(Ok(h)) => {
+            let mut errs = Vec::new();
+            if h.is_empty() || h.len() > 200 {
+                errs.push(FieldError {
+                    field: "Idempotency-Key".into(),
+                    message: "must be 1..=200 characters".into(),
+                });
+            }
+            if v.idempotency_key.as_ref().is_some_and(|b| *b != h) {
+                errs.push(FieldError {
+                    field: "idempotencyKey".into(),
+                    message: "differs from the Idempotency-Key header; send one or make them equal"
+                        .into(),
+                });
+            }
+            if !errs.is_empty() {
+                return Err(ApiError::validation(errs));
+            }
+            v.idempotency_key = Some(h);
+        }
+        None => {}
+    }
+    let ns = lookup_namespace(&app, &v.namespace)?;
+    authorize_namespace(&app, &caller, &ns, &v.namespace)?;
+    if !ns.spec.enabled {
+        return Err(ApiError::new(
+            ErrorCode::NamespaceDisabled,
+            format!("Namespace '{}' is disabled", v.namespace),
+        ));
+    }
+    let size = body.len() as u64;
+    if size > ns.spec.max_message_size {
+        return Err(ApiError::new(
+            ErrorCode::MessageSizeLimitExceeded,
+            format!(
+                "Message size {size} bytes exceeds limit of {} bytes",
+                ns.spec.max_message_size
+            ),
+        )
+        .with_details(
+            serde_json::json!({ "actualSize": size, "maxSize": ns.spec.max_message_size }),
+        ));
+    }
+    let now = wald_storage::now_ms();
+    if let Some(key) = &v.idempotency_key {
+        if let Some(first) = app
+            .state
+            .idempotent(&v.namespace, key, now)
+            .map_err(ApiError::internal)?
+        {
+            app.metrics
+                .duplicates
+                .with_label_values(&[v.namespace.as_str()])
+                .inc();
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(WriteToLogResponse {
+                    durable: durable_status(&ns),
+                    message_id: first.message_id,
+                    transaction_id: None,
+                    message:
+                        "Duplicate: this idempotency key was already written; nothing was appended"
+                            .into(),
+                    timestamp: rfc3339_ms(now),
+                    namespace: v.namespace.clone(),
+                    partition: first.partition,
+                    offset: first.offset,
+                    duplicate: true,
+                }),
+            ));
+        }
+    }
+    let partition =
+        ns.choose_partition(v.partition_key.as_deref().or(v.idempotency_key.as_deref()));
+    let log = ns.logs.get(partition as usize).cloned().ok_or_else(|| {
+        ApiError::internal(format!(
+            "namespace {} has no partition {partition}",
+            v.namespace
+        ))
+    })?;
+    let message_id = new_message_id(now);
+    let stored = StoredMessage {
+        message_id: message_id.clone(),
+        namespace: v.namespace.clone(),
+        target: v.targets_json().map_err(ApiError::internal)?,
+        lifecycle: v.lifecycle_json().map_err(ApiError::internal)?,
+        payload: v.payload,
+        metadata: v.metadata.take(),
+        priority: v.priority,
+        tags: v.tags.take(),
+        transaction_id: None,
+        idempotency_key: v.idempotency_key.clone(),
+        request_id: Some(rid.0.clone()),
+        accepted_at_ms: now,
+    };
+    let due_ms = if v.delay_ms > 0 { now + v.delay_ms } else { 0 };
+    let pkey = v.partition_key.as_deref().unwrap_or("").as_bytes();
+    let record = stored.to_record(pkey, due_ms).map_err(ApiError::internal)?;
+    let durability = ns.durability(app.config.storage.log_config().background_sync_interval);
+    let ticket = log
+        .try_append(std::slice::from_ref(&record), durability)
+        .map_err(|e| {
+            ns.errors.fetch_add(1, Ordering::Relaxed);
+            ApiError::from(e)
+        })?;
+    let timeout = app.config.server.request_timeout();
+    let (durable, offset) = match tokio::time::timeout(timeout, ticket).await {
+        Ok(Ok(a)) => (
+            if a.synced {
+                DurableStatus::True
+            } else {
+                DurableStatus::False
+            },
+            a.first_offset,
+        ),
+        Ok(Err(e)) => {
+            ns.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::from(e));
+        }
+        Err(_) => {
+            // The fsync did not complete in time: the message may or may not become durable.
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(WriteToLogResponse {
+                    durable: DurableStatus::Unknown,
+                    message_id,
+                    transaction_id: None,
+                    message:
+                        "Accepted, but durability was not confirmed within the request timeout"
+                            .into(),
+                    timestamp: rfc3339_ms(wald_storage::now_ms()),
+                    namespace: v.namespace,
+                    partition,
+                    offset: 0,
+                    duplicate: false,
+                }),
+            ));
+        }
+    };
+    let ids = RecordIds {
+        message_id: message_id.clone(),
+        idempotency_key: stored.idempotency_key.clone(),
+        transaction_id: None,
+    };
+    app.state
+        .apply(
+            &v.namespace,
+            partition,
+            &[(offset, ids, now)],
+            IDEMPOTENCY_WINDOW_MS,
+        )
+        .map_err(ApiError::internal)?;
+    ns.writes.fetch_add(1, Ordering::Relaxed);
+    app.metrics
+        .write_latency
+        .with_label_values(&[v.namespace.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(WriteToLogResponse {
+            durable,
+            message_id,
+            transaction_id: None,
+            message: "Message accepted for processing".into(),
+            timestamp: rfc3339_ms(wald_storage::now_ms()),
+            namespace: v.namespace,
+            partition,
+            offset,
+            duplicate: false,
+        }),
+    ))
+}
+
+fn durable_status(ns: &NamespaceRuntime) -> DurableStatus {
+    match ns.spec.durability {
+        crate::model::namespace::DurabilityMode::Sync => DurableStatus::True,
+        _ => DurableStatus::False,
+    }
+}
+
+/// A message read back.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    /// The message id.
+    pub message_id: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset in the partition log.
+    pub offset: u64,
+    /// The payload exactly as written.
+    #[schema(value_type = Object)]
+    pub payload: Box<serde_json::value::RawValue>,
+    /// Targets named at write time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub target: Option<serde_json::Value>,
+    /// Lifecycle settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub lifecycle: Option<serde_json::Value>,
+    /// Metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Idempotency key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// When it was accepted (RFC 3339).
+    pub accepted_at: String,
+    /// When it may be delivered (RFC 3339; absent = at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<String>,
+    /// Delivery status (`pending` until delivery lands).
+    pub status: String,
+    /// Delivery attempts so far.
+    #[schema(value_type = Vec<Object>)]
+    pub attempts: Vec<serde_json::Value>,
+}
+
+fn view(rec: &wald_storage::StoredRecord, partition: u32) -> Result<MessageView, ApiError> {
+    let m = StoredMessage::from_record(rec).map_err(ApiError::internal)?;
+    Ok(MessageView {
+        message_id: m.message_id,
+        namespace: m.namespace,
+        partition,
+        offset: rec.offset,
+        payload: m.payload,
+        target: m.target,
+        lifecycle: m.lifecycle,
+        metadata: m.metadata,
+        priority: m.priority,
+        tags: m.tags,
+        idempotency_key: m.idempotency_key,
+        accepted_at: rfc3339_ms(m.accepted_at_ms),
+        due_at: (rec.due_ms > 0).then(|| rfc3339_ms(rec.due_ms)),
+        status: "pending".into(),
+        attempts: Vec::new(),
+    })
+}
+
+/// Reads a message by id: the record at its indexed location, checked to carry that id.
+#[utoipa::path(
+    get, path = "/api/v1/wal/messages/{message_id}", tag = "wal",
+    params(("message_id" = String, Path, description = "The message id")),
+    responses(
+        (status = 200, description = "The message as written", body = MessageView),
+        (status = 404, description = "Unknown message", body = super::error::ErrorEnvelope),
+    ),
+    security((), ("api_key" = []), ("bearer" = []))
+)]
+pub async fn get_message(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(message_id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::MessageNotFound,
+            format!("Message '{message_id}' not found"),
+        )
+        .with_details(serde_json::json!({ "messageId": message_id }))
+    };
+    let loc = app
+        .state
+        .message_location(&message_id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)?;
+    let ns = lookup_namespace(&app, &loc.namespace).map_err(|_| not_found())?;
+    authorize_namespace(&app, &caller, &ns, &loc.namespace)?;
+    let log = ns
+        .logs
+        .get(loc.partition as usize)
+        .cloned()
+        .ok_or_else(not_found)?;
+    let rec = tokio::task::spawn_blocking(move || log.read_from(loc.offset).map(|mut r| r.next()))
+        .await
+        .map_err(ApiError::internal)?;
+    let rec = match rec {
+        Ok(Some(Ok(r))) => r,
+        Ok(None) | Err(wald_storage::Error::OffsetOutOfRange { .. }) => return Err(not_found()),
+        Ok(Some(Err(e))) | Err(e) => return Err(ApiError::from(e)),
+    };
+    // The index is derived: trust the record, not the index.
+    if RecordIds::of(&rec).map(|i| i.message_id).ok().as_deref() != Some(message_id.as_str()) {
+        return Err(not_found());
+    }
+    Ok(Json(view(&rec, loc.partition)?))
+}
+
+/// A namespace's state.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceStatus {
+    /// The namespace.
+    pub namespace: String,
+    /// Whether it accepts writes.
+    pub enabled: bool,
+    /// `healthy`, or `unhealthy` when a partition log refuses writes.
+    pub status: String,
+    /// The durability policy.
+    pub durability: String,
+    /// Writes accepted since start.
+    pub writes_accepted: u64,
+    /// Write errors since start.
+    pub write_errors: u64,
+    /// Per partition.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition's state.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    /// The partition.
+    pub partition: u32,
+    /// First offset held.
+    pub first_offset: u64,
+    /// Next offset to be written.
+    pub next_offset: u64,
+    /// Segments.
+    pub segments: usize,
+    /// Bytes of segment data.
+    pub bytes: u64,
+    /// Records appended since start.
+    pub records_appended: u64,
+    /// Write-path fsyncs since start.
+    pub fsyncs: u64,
+    /// Why the log refuses writes, if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poisoned: Option<String>,
+}
+
+/// A namespace's status, from the logs' real state and counters.
+#[utoipa::path(
+    get, path = "/api/v1/wal/namespace/{namespace}/status", tag = "wal",
+    params(("namespace" = String, Path, description = "The namespace")),
+    responses(
+        (status = 200, description = "Status", body = NamespaceStatus),
+        (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope),
+    ),
+    security((), ("api_key" = []), ("bearer" = []))
+)]
+pub async fn namespace_status(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+) -> Result<Json<NamespaceStatus>, ApiError> {
+    let name = crate::model::namespace::normalise_namespace_name(&namespace);
+    let ns = lookup_namespace(&app, &name)?;
+    authorize_namespace(&app, &caller, &ns, &name)?;
+    let mut partitions = Vec::new();
+    for (p, log) in ns.logs.iter().enumerate() {
+        let st = log.stats();
+        let c = log.counters();
+        partitions.push(PartitionStatus {
+            partition: u32::try_from(p).unwrap_or(u32::MAX),
+            first_offset: st.first_offset,
+            next_offset: st.next_offset,
+            segments: st.segments,
+            bytes: st.bytes,
+            records_appended: c.records.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            poisoned: st.poisoned,
+        });
+    }
+    let healthy = partitions.iter().all(|p| p.poisoned.is_none());
+    Ok(Json(NamespaceStatus {
+        namespace: name,
+        enabled: ns.spec.enabled,
+        status: if healthy { "healthy" } else { "unhealthy" }.into(),
+        durability: format!("{:?}", ns.spec.durability).to_lowercase(),
+        writes_accepted: ns.writes.load(Ordering::Relaxed),
+        write_errors: ns.errors.load(Ordering::Relaxed),
+        partitions,
+    }))
+}
+
+/// Query of the read API.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadQuery {
+    /// Partition (default 0).
+    pub partition: Option<u32>,
+    /// First offset (default: the first held).
+    pub from_offset: Option<u64>,
+    /// Or: the first record appended at or after this time (ms since the epoch).
+    pub from_time: Option<u64>,
+    /// Most records to return (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// Records in order, with the offset to continue from.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadPage {
+    /// The namespace.
+    pub namespace: String,
+    /// The partition.
+    pub partition: u32,
+    /// The messages.
+    pub messages: Vec<MessageView>,
+    /// The offset to pass as `fromOffset` to continue.
+    pub next_offset: u64,
+}
+
+/// Reads (replays) a partition's records in order.
+#[utoipa::path(
+    get, path = "/api/v1/wal/namespace/{namespace}/messages", tag = "wal",
+    params(("namespace" = String, Path, description = "The namespace"), ReadQuery),
+    responses(
+        (status = 200, description = "Records in order", body = ReadPage),
+        (status = 400, description = "Invalid query", body = super::error::ErrorEnvelope),
+        (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope),
+        (status = 416, description = "fromOffset outside the log", body = super::error::ErrorEnvelope),
+    ),
+    security((), ("api_key" = []), ("bearer" = []))
+)]
+pub async fn read_messages(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReadPage>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::validation(vec![FieldError {
+            field: "query".into(),
+            message: e.body_text(),
+        }])
+    })?;
+    let name = crate::model::namespace::normalise_namespace_name(&namespace);
+    let ns = lookup_namespace(&app, &name)?;
+    authorize_namespace(&app, &caller, &ns, &name)?;
+    let partition = q.partition.unwrap_or(0);
+    let log = ns.logs.get(partition as usize).cloned().ok_or_else(|| {
+        ApiError::validation(vec![FieldError {
+            field: "partition".into(),
+            message: format!(
+                "namespace has {} partitions (0..{})",
+                ns.logs.len(),
+                ns.logs.len()
+            ),
+        }])
+    })?;
+    if q.from_offset.is_some() && q.from_time.is_some() {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "fromTime".into(),
+            message: "give fromOffset or fromTime, not both".into(),
+        }]));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "limit".into(),
+            message: "must be 1..=1000".into(),
+        }]));
+    }
+    let (records, next) = tokio::task::spawn_blocking(move || -> Result<_, wald_storage::Error> {
+        let mut reader = match (q.from_offset, q.from_time) {
+            (_, Some(t)) => log.read_from_time(t)?,
+            (Some(o), None) => log.read_from(o)?,
+            (None, None) => log.read_from(log.stats().first_offset)?,
+        };
+        let mut out = Vec::with_capacity(limit.min(1000));
+        for r in reader.by_ref().take(limit) {
+            out.push(r?);
+        }
+        Ok((out, reader.next_offset()))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let messages = records
+        .iter()
+        .map(|r| view(r, partition))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(ReadPage {
+        namespace: name,
+        partition,
+        messages,
+        next_offset: next,
+    }))
+}

@@ -1,0 +1,185 @@
+//! Prometheus metrics, served as text at `GET /metrics`.
+//!
+//! Request counters and the write latency histogram are observed on the request path; the
+//! engine's figures (records, bytes, batches, fsyncs, segments, disk free) are read from
+//! the logs' counters when the page is rendered, so they cost nothing per request.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The service's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by namespace, route and status.
+    pub requests: IntCounterVec,
+    /// Durable-write latency by namespace (accept → answer), seconds.
+    pub write_latency: HistogramVec,
+    /// Idempotent duplicates answered, by namespace.
+    pub duplicates: IntCounterVec,
+    /// Requests refused by a rate limit, by namespace.
+    pub rate_limited: IntCounterVec,
+    /// Engine: records appended per namespace/partition (from the log's counters).
+    pub records: IntGaugeVec,
+    /// Engine: bytes appended.
+    pub bytes: IntGaugeVec,
+    /// Engine: group-commit batches.
+    pub batches: IntGaugeVec,
+    /// Engine: fsyncs on the write path.
+    pub fsyncs: IntGaugeVec,
+    /// Engine: seconds spent in write-path fsyncs.
+    pub fsync_seconds: GaugeVec,
+    /// Engine: segments.
+    pub segments: IntGaugeVec,
+    /// Engine: 1 when the log refuses writes after a disk failure.
+    pub poisoned: IntGaugeVec,
+    /// Bytes free on the data directory's file system.
+    pub disk_free: IntGaugeVec,
+    /// Group-commit batch size (records per fsync), observed per scrape interval.
+    pub batch_records: HistogramVec,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("wald")
+}
+
+impl Metrics {
+    /// Registers every metric.
+    ///
+    /// # Errors
+    /// A registration conflict (a bug).
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let ns_part = &["namespace", "partition"];
+        let m = Self {
+            requests: IntCounterVec::new(
+                opts(
+                    "http_requests_total",
+                    "HTTP requests by namespace, route and status",
+                ),
+                &["namespace", "route", "status"],
+            )?,
+            write_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "write_latency_seconds",
+                    "Durable write latency, request accepted to answer",
+                )
+                .namespace("wald")
+                .buckets(vec![
+                    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0,
+                ]),
+                &["namespace"],
+            )?,
+            duplicates: IntCounterVec::new(
+                opts(
+                    "idempotent_duplicates_total",
+                    "Writes answered as duplicates of an earlier idempotency key",
+                ),
+                &["namespace"],
+            )?,
+            rate_limited: IntCounterVec::new(
+                opts("rate_limited_total", "Requests refused by a rate limit"),
+                &["namespace"],
+            )?,
+            records: IntGaugeVec::new(
+                opts(
+                    "log_records_appended",
+                    "Records appended since the log was opened",
+                ),
+                ns_part,
+            )?,
+            bytes: IntGaugeVec::new(
+                opts(
+                    "log_bytes_appended",
+                    "Bytes of records appended since the log was opened",
+                ),
+                ns_part,
+            )?,
+            batches: IntGaugeVec::new(
+                opts(
+                    "log_commit_batches",
+                    "Group-commit batches written since the log was opened",
+                ),
+                ns_part,
+            )?,
+            fsyncs: IntGaugeVec::new(
+                opts(
+                    "log_fsyncs",
+                    "Write-path fdatasync calls since the log was opened",
+                ),
+                ns_part,
+            )?,
+            fsync_seconds: GaugeVec::new(
+                opts(
+                    "log_fsync_seconds",
+                    "Seconds spent in write-path fdatasync since the log was opened",
+                ),
+                ns_part,
+            )?,
+            segments: IntGaugeVec::new(opts("log_segments", "Segments of the log"), ns_part)?,
+            poisoned: IntGaugeVec::new(
+                opts(
+                    "log_poisoned",
+                    "1 when the log refuses writes after a disk failure",
+                ),
+                ns_part,
+            )?,
+            disk_free: IntGaugeVec::new(
+                opts(
+                    "disk_free_bytes",
+                    "Bytes available on the data directory's file system",
+                ),
+                &["path"],
+            )?,
+            batch_records: HistogramVec::new(
+                HistogramOpts::new(
+                    "commit_batch_records",
+                    "Records per group-commit fsync, averaged over each scrape interval",
+                )
+                .namespace("wald")
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                ]),
+                &["namespace"],
+            )?,
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.requests.clone()),
+            Box::new(m.write_latency.clone()),
+            Box::new(m.duplicates.clone()),
+            Box::new(m.rate_limited.clone()),
+            Box::new(m.records.clone()),
+            Box::new(m.bytes.clone()),
+            Box::new(m.batches.clone()),
+            Box::new(m.fsyncs.clone()),
+            Box::new(m.fsync_seconds.clone()),
+            Box::new(m.segments.clone()),
+            Box::new(m.poisoned.clone()),
+            Box::new(m.disk_free.clone()),
+            Box::new(m.batch_records.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c)?;
+        }
+        Ok(m)
+    }
+
+    /// Renders the registry in the Prometheus text format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.gather();
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+}

@@ -1,0 +1,535 @@
+//! The HTTP API against the real server on 127.0.0.1:0: every route's success and error
+//! statuses, the envelope and the request id, idempotency (also across a restart),
+//! partition strategies, namespace administration, access control, rate and size limits.
+
+mod common;
+
+use common::{config, tempdir, Server, ADMIN};
+use serde_json::json;
+
+fn ns(name: &str) -> serde_json::Value {
+    json!({ "name": name })
+}
+
+#[test]
+fn write_then_read_back_by_id_and_by_offset() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(
+        json!({ "name": "orders", "shardConfig": { "strategy": "hash", "partitionCount": 2 } }),
+    );
+    let raw = r#"{"operation":"SET","key":"user:1", "value":{"name":"Jo","n":1.50}}"#;
+    let body = format!(
+        r#"{{"namespace":"  Orders ","payload":{raw},"priority":5,"tags":["a"],"partitionKey":"user:1"}}"#
+    );
+    let r = s.req(
+        "POST",
+        "/api/v1/wal/write",
+        &[
+            ("content-type", "application/json"),
+            ("x-request-id", "rid-123"),
+        ],
+        Some(&body),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        r.header("x-request-id"),
+        Some("rid-123"),
+        "request id echoed"
+    );
+    let j = r.json();
+    assert_eq!(j["durable"], "true");
+    assert_eq!(j["namespace"], "orders");
+    assert_eq!(j["duplicate"], false);
+    let id = j["messageId"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("wal_"));
+    let (p, off) = (
+        j["partition"].as_u64().unwrap(),
+        j["offset"].as_u64().unwrap(),
+    );
+
+    let m = s.req("GET", &format!("/api/v1/wal/messages/{id}"), &[], None);
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert!(m.header("x-request-id").is_some());
+    let text = m.text();
+    assert!(
+        text.contains(&format!(r#""payload":{raw}"#)),
+        "payload byte-identical: {text}"
+    );
+    let mj = m.json();
+    assert_eq!(mj["partition"].as_u64(), Some(p));
+    assert_eq!(mj["offset"].as_u64(), Some(off));
+    assert_eq!(mj["status"], "pending");
+
+    let page = s.req(
+        "GET",
+        &format!("/api/v1/wal/namespace/orders/messages?partition={p}&fromOffset={off}&limit=10"),
+        &[],
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.text());
+    let pj = page.json();
+    assert_eq!(pj["messages"][0]["messageId"], id.as_str());
+    assert_eq!(pj["nextOffset"].as_u64(), Some(off + 1));
+
+    let st = s
+        .req("GET", "/api/v1/wal/namespace/orders/status", &[], None)
+        .json();
+    assert_eq!(st["partitions"].as_array().unwrap().len(), 2);
+    assert_eq!(st["writesAccepted"], 1);
+    let total: u64 = st["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["nextOffset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1);
+}
+
+#[test]
+fn errors_use_the_envelope_with_the_right_status() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(ns("orders"));
+    // Validation: every failing field named.
+    let r = s.post_json(
+        "/api/v1/wal/write",
+        &[],
+        &json!({ "namespace": "orders", "payload": {}, "priority": 11, "lifecycle": { "ttl": 5 } }),
+    );
+    let j = r.assert_error(400, "VALIDATION_ERROR");
+    let fields: Vec<String> = j["error"]["details"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap().to_owned())
+        .collect();
+    for f in ["payload", "priority", "lifecycle.ttl"] {
+        assert!(fields.iter().any(|x| x == f), "{f} named in {fields:?}");
+    }
+    // Wrong type.
+    let j = s
+        .post_json(
+            "/api/v1/wal/write",
+            &[],
+            &json!({ "namespace": "orders", "payload": {"a":1}, "priority": "high" }),
+        )
+        .assert_error(400, "VALIDATION_ERROR");
+    assert!(
+        j["error"]["message"].as_str().unwrap().contains("priority"),
+        "{j}"
+    );
+    // Malformed JSON.
+    s.req(
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some("{not json"),
+    )
+    .assert_error(400, "MALFORMED_JSON");
+    // Wrong content type.
+    s.req(
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "text/plain")],
+        Some("{}"),
+    )
+    .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    // Unknown namespace, message, route, method.
+    s.write("nope", json!({"a":1}))
+        .assert_error(404, "NAMESPACE_NOT_FOUND");
+    s.req("GET", "/api/v1/wal/messages/wal_1_abc", &[], None)
+        .assert_error(404, "MESSAGE_NOT_FOUND");
+    s.req("GET", "/api/v1/nothing/here", &[], None)
+        .assert_error(404, "NOT_FOUND");
+    s.req("DELETE", "/api/v1/wal/write", &[], None)
+        .assert_error(405, "METHOD_NOT_ALLOWED");
+    s.req("GET", "/api/v1/wal/namespace/nope/status", &[], None)
+        .assert_error(404, "NAMESPACE_NOT_FOUND");
+    // Read API bad input.
+    s.req(
+        "GET",
+        "/api/v1/wal/namespace/orders/messages?limit=0",
+        &[],
+        None,
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    s.req(
+        "GET",
+        "/api/v1/wal/namespace/orders/messages?partition=7",
+        &[],
+        None,
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    s.req(
+        "GET",
+        "/api/v1/wal/namespace/orders/messages?fromOffset=99",
+        &[],
+        None,
+    )
+    .assert_error(416, "OFFSET_OUT_OF_RANGE");
+    s.req(
+        "GET",
+        "/api/v1/wal/namespace/orders/messages?bogus=1",
+        &[],
+        None,
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    // Disabled namespace.
+    s.create_namespace(json!({ "name": "off", "enabled": false }));
+    s.write("off", json!({"a":1}))
+        .assert_error(403, "NAMESPACE_DISABLED");
+    // Nothing above was appended.
+    let st = s
+        .req("GET", "/api/v1/wal/namespace/orders/status", &[], None)
+        .json();
+    assert_eq!(st["partitions"][0]["nextOffset"], 0);
+}
+
+#[test]
+fn message_size_limit_is_413() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(json!({ "name": "small", "maxMessageSize": 200 }));
+    assert_eq!(s.write("small", json!({"a": 1})).status, 202);
+    let j = s
+        .write("small", json!({"a": "x".repeat(300)}))
+        .assert_error(413, "MESSAGE_SIZE_LIMIT_EXCEEDED");
+    assert_eq!(j["error"]["details"]["maxSize"], 200);
+}
+
+#[test]
+fn idempotency_keys_survive_a_restart() {
+    let (_d, dir) = tempdir();
+    let first_id;
+    {
+        let s = Server::start(config(&dir));
+        s.create_namespace(ns("pay"));
+        let body = json!({ "namespace": "pay", "payload": {"amount": 10} });
+        let a = s
+            .post_json("/api/v1/wal/write", &[("idempotency-key", "k-1")], &body)
+            .json();
+        let b = s
+            .post_json("/api/v1/wal/write", &[("idempotency-key", "k-1")], &body)
+            .json();
+        assert_eq!(a["duplicate"], false);
+        assert_eq!(b["duplicate"], true);
+        assert_eq!(a["messageId"], b["messageId"]);
+        assert_eq!(a["offset"], b["offset"]);
+        // The body field works too, and a different key appends.
+        let c = s
+            .post_json(
+                "/api/v1/wal/write",
+                &[],
+                &json!({ "namespace": "pay", "payload": {"amount": 10}, "idempotencyKey": "k-2" }),
+            )
+            .json();
+        assert_eq!(c["duplicate"], false);
+        assert_ne!(c["messageId"], a["messageId"]);
+        // Header and field disagreeing is refused.
+        s.post_json(
+            "/api/v1/wal/write",
+            &[("idempotency-key", "k-3")],
+            &json!({ "namespace": "pay", "payload": {"a":1}, "idempotencyKey": "k-4" }),
+        )
+        .assert_error(400, "VALIDATION_ERROR");
+        first_id = a["messageId"].as_str().unwrap().to_owned();
+        s.stop();
+    }
+    let s = Server::start(config(&dir));
+    let again = s
+        .post_json(
+            "/api/v1/wal/write",
+            &[("idempotency-key", "k-1")],
+            &json!({ "namespace": "pay", "payload": {"amount": 10} }),
+        )
+        .json();
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["messageId"], first_id.as_str());
+    assert_eq!(
+        s.req(
+            "GET",
+            &format!("/api/v1/wal/messages/{first_id}"),
+            &[],
+            None
+        )
+        .status,
+        200
+    );
+    let st = s
+        .req("GET", "/api/v1/wal/namespace/pay/status", &[], None)
+        .json();
+    assert_eq!(st["partitions"][0]["nextOffset"], 2, "two appends in all");
+}
+
+#[test]
+fn partition_strategies() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(
+        json!({ "name": "h", "shardConfig": { "strategy": "hash", "partitionCount": 4 } }),
+    );
+    s.create_namespace(
+        json!({ "name": "rr", "shardConfig": { "strategy": "round_robin", "partitionCount": 4 } }),
+    );
+    s.create_namespace(
+        json!({ "name": "rnd", "shardConfig": { "strategy": "random", "partitionCount": 4 } }),
+    );
+    let part = |ns: &str, key: Option<&str>| {
+        let mut b = json!({ "namespace": ns, "payload": {"x": 1} });
+        if let Some(k) = key {
+            b["partitionKey"] = json!(k);
+        }
+        let r = s.post_json("/api/v1/wal/write", &[], &b);
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()["partition"].as_u64().unwrap()
+    };
+    // Hash: the same key always lands on the same partition; keys spread.
+    let mut seen = std::collections::BTreeSet::new();
+    for k in 0..40 {
+        let key = format!("user-{k}");
+        let p = part("h", Some(&key));
+        assert_eq!(part("h", Some(&key)), p, "stable for {key}");
+        seen.insert(p);
+    }
+    assert!(seen.len() >= 3, "hash spreads keys: {seen:?}");
+    // Round-robin: consecutive writes cycle through the partitions.
+    let rr: Vec<u64> = (0..8).map(|_| part("rr", None)).collect();
+    let mut sorted = rr[..4].to_vec();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![0, 1, 2, 3], "{rr:?}");
+    // Random: lands in range and uses more than one partition.
+    let rnd: std::collections::BTreeSet<u64> = (0..40).map(|_| part("rnd", None)).collect();
+    assert!(rnd.len() > 1 && rnd.iter().all(|&p| p < 4), "{rnd:?}");
+}
+
+#[test]
+fn namespace_administration_needs_the_admin_key() {
+    let (_d, dir) = tempdir();
+    let mut c = config(&dir);
+    c.auth.api_keys = vec![wald::config::ApiKeyConfig {
+        id: "app".into(),
+        key: Some("app-key".into()),
+        key_sha256: None,
+        namespaces: vec!["*".into()],
+    }];
+    let s = Server::start(c);
+    let spec = json!({ "name": "n1" });
+    s.req(
+        "POST",
+        "/api/v1/namespaces",
+        &[("content-type", "application/json")],
+        Some(&spec.to_string()),
+    )
+    .assert_error(401, "UNAUTHORIZED");
+    s.req(
+        "POST",
+        "/api/v1/namespaces",
+        &[
+            ("content-type", "application/json"),
+            ("x-api-key", "app-key"),
+        ],
+        Some(&spec.to_string()),
+    )
+    .assert_error(403, "FORBIDDEN");
+    s.req(
+        "POST",
+        "/api/v1/namespaces",
+        &[("content-type", "application/json"), ("x-api-key", "wrong")],
+        Some(&spec.to_string()),
+    )
+    .assert_error(401, "UNAUTHORIZED");
+    let created = s.create_namespace(spec).json();
+    assert_eq!(
+        created["durability"], "sync",
+        "defaults filled in: {created}"
+    );
+    assert_eq!(created["maxMessageSize"], 1_048_576);
+    assert!(created["createdAt"].as_str().is_some());
+    s.admin("POST", "/api/v1/namespaces", Some(&json!({ "name": "n1" })))
+        .assert_error(409, "CONFLICT");
+    let bad = s.admin(
+        "POST",
+        "/api/v1/namespaces",
+        Some(&json!({ "name": "Bad Name!", "shardConfig": { "partitionCount": 0 }, "nope": 1 })),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let list = s.admin("GET", "/api/v1/namespaces", None);
+    assert_eq!(list.status, 200);
+    assert_eq!(list.json().as_array().unwrap().len(), 1);
+    let got = s.admin("GET", "/api/v1/namespaces/n1", None);
+    assert_eq!(got.json()["name"], "n1");
+    let put = s.admin("PUT", "/api/v1/namespaces/n1", Some(&json!({ "name": "n1", "shardConfig": { "partitionCount": 3 }, "maxMessageSize": 4096 })));
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(put.json()["shardConfig"]["partitionCount"], 3);
+    s.admin(
+        "PUT",
+        "/api/v1/namespaces/n1",
+        Some(&json!({ "name": "n1", "shardConfig": { "partitionCount": 1 } })),
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    s.admin(
+        "PUT",
+        "/api/v1/namespaces/n1",
+        Some(&json!({ "name": "other" })),
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    let st = s
+        .req(
+            "GET",
+            "/api/v1/wal/namespace/n1/status",
+            &[("x-api-key", "app-key")],
+            None,
+        )
+        .json();
+    assert_eq!(st["partitions"].as_array().unwrap().len(), 3);
+    assert_eq!(s.admin("DELETE", "/api/v1/namespaces/n1", None).status, 204);
+    s.admin("GET", "/api/v1/namespaces/n1", None)
+        .assert_error(404, "NAMESPACE_NOT_FOUND");
+    assert!(
+        !dir.join("logs").join("n1").exists(),
+        "its logs are deleted"
+    );
+    // Persisted: a namespace created through the API survives a restart.
+    s.create_namespace(json!({ "name": "kept" }));
+    s.stop();
+    let s = Server::start(config(&dir));
+    assert_eq!(s.admin("GET", "/api/v1/namespaces/kept", None).status, 200);
+    assert_eq!(s.write("kept", json!({"a": 1})).status, 202);
+    let _ = ADMIN;
+}
+
+#[test]
+fn api_keys_scope_namespaces() {
+    let (_d, dir) = tempdir();
+    let mut c = config(&dir);
+    c.auth.api_keys = vec![
+        wald::config::ApiKeyConfig {
+            id: "a".into(),
+            key: Some("key-a".into()),
+            key_sha256: None,
+            namespaces: vec!["alpha".into()],
+        },
+        wald::config::ApiKeyConfig {
+            id: "b".into(),
+            key: Some("key-b".into()),
+            key_sha256: None,
+            namespaces: vec!["*".into()],
+        },
+    ];
+    let s = Server::start(c);
+    s.create_namespace(ns("alpha"));
+    s.create_namespace(json!({ "name": "beta", "accessControl": { "allowedApiKeys": ["a"] } }));
+    let w = |ns: &str, key: Option<&str>, bearer: bool| {
+        let mut h: Vec<(&str, String)> = Vec::new();
+        if let Some(k) = key {
+            if bearer {
+                h.push(("authorization", format!("Bearer {k}")));
+            } else {
+                h.push(("x-api-key", k.to_owned()));
+            }
+        }
+        let hs: Vec<(&str, &str)> = h.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        s.post_json(
+            "/api/v1/wal/write",
+            &hs,
+            &json!({ "namespace": ns, "payload": {"a": 1} }),
+        )
+    };
+    w("alpha", None, false).assert_error(401, "UNAUTHORIZED");
+    w("alpha", Some("bogus"), false).assert_error(401, "UNAUTHORIZED");
+    assert_eq!(w("alpha", Some("key-a"), false).status, 202);
+    assert_eq!(
+        w("alpha", Some("key-a"), true).status,
+        202,
+        "Authorization: Bearer works too"
+    );
+    // Key b may use every namespace by config, but beta lists only key a.
+    w("beta", Some("key-b"), false).assert_error(403, "FORBIDDEN");
+    // Key a is not configured for beta.
+    w("beta", Some("key-a"), false).assert_error(403, "FORBIDDEN");
+    assert_eq!(w("alpha", Some("key-b"), false).status, 202);
+}
+
+#[test]
+fn rate_limits_answer_429_with_retry_after() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(json!({ "name": "slow", "accessControl": { "allowedApiKeys": [], "rateLimits": { "requestsPerMinute": 1, "requestsPerHour": 1000, "burstLimit": 3 } } }));
+    for _ in 0..3 {
+        assert_eq!(s.write("slow", json!({"a": 1})).status, 202);
+    }
+    let r = s.write("slow", json!({"a": 1}));
+    r.assert_error(429, "RATE_LIMITED");
+    assert!(r
+        .header("retry-after")
+        .is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)));
+    let m = s.req("GET", "/metrics", &[], None).text();
+    assert!(
+        m.contains("wald_rate_limited_total{namespace=\"slow\"} 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn health_metrics_and_docs() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(ns("m"));
+    assert_eq!(s.write("m", json!({"a": 1})).status, 202);
+    let h = s.req("GET", "/api/v1/health", &[], None);
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["status"], "ok");
+    assert_eq!(
+        s.req("GET", "/api/v1/health/liveness", &[], None).status,
+        200
+    );
+    assert_eq!(
+        s.req("GET", "/api/v1/health/readiness", &[], None).status,
+        200
+    );
+    let m = s.req("GET", "/metrics", &[], None);
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    for name in [
+        "wald_http_requests_total",
+        "wald_write_latency_seconds_bucket",
+        "wald_log_records_appended",
+        "wald_log_fsyncs",
+        "wald_log_segments",
+        "wald_disk_free_bytes",
+    ] {
+        assert!(text.contains(name), "{name} in /metrics");
+    }
+    assert!(
+        text.contains(r#"wald_log_records_appended{namespace="m",partition="0"} 1"#),
+        "{text}"
+    );
+    let ui = s.req("GET", "/api/docs/", &[], None);
+    assert_eq!(ui.status, 200, "Swagger UI served");
+    assert!(ui.text().contains("swagger"), "UI page");
+    let spec = s.req("GET", "/api/docs/openapi.json", &[], None);
+    assert_eq!(spec.status, 200);
+    let j = spec.json();
+    assert!(j["openapi"].as_str().is_some_and(|v| v.starts_with('3')));
+    for (path, method) in [
+        ("/api/v1/wal/write", "post"),
+        ("/api/v1/wal/messages/{message_id}", "get"),
+        ("/api/v1/wal/namespace/{namespace}/status", "get"),
+        ("/api/v1/wal/namespace/{namespace}/messages", "get"),
+        ("/api/v1/namespaces", "post"),
+        ("/api/v1/namespaces", "get"),
+        ("/api/v1/namespaces/{namespace}", "get"),
+        ("/api/v1/namespaces/{namespace}", "put"),
+        ("/api/v1/namespaces/{namespace}", "delete"),
+        ("/api/v1/health", "get"),
+        ("/api/v1/health/liveness", "get"),
+        ("/api/v1/health/readiness", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            j["paths"][path][method].is_object(),
+            "{method} {path} documented"
+        );
+    }
+}
