@@ -130,6 +130,8 @@ pub struct App {
     pub started: Instant,
     /// Set once shutdown began: new writes are refused.
     pub shutting_down: AtomicBool,
+    /// (records, fsyncs) per partition at the previous scrape, for the batch-size histogram.
+    last_scrape: std::sync::Mutex<std::collections::HashMap<(String, u32), (u64, u64)>>,
 }
 
 impl App {
@@ -167,6 +169,7 @@ impl App {
             limiter: crate::http::ratelimit::RateLimiter::default(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
+            last_scrape: std::sync::Mutex::new(std::collections::HashMap::new()),
             config,
         });
         // The registry first (created through the admin API), then the config's declarations,
@@ -288,6 +291,24 @@ impl App {
                 i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
             };
             m.records.with_label_values(&labels).set(get(&c.records));
+            // Records per fsync over the interval since the previous scrape.
+            let (records, fsyncs) = (
+                c.records.load(Ordering::Relaxed),
+                c.fsyncs.load(Ordering::Relaxed),
+            );
+            let mut last = self
+                .last_scrape
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (r0, f0) = last
+                .insert((ns.clone(), p), (records, fsyncs))
+                .unwrap_or((0, 0));
+            if fsyncs > f0 {
+                m.batch_records
+                    .with_label_values(&[ns.as_str()])
+                    .observe((records - r0) as f64 / (fsyncs - f0) as f64);
+            }
+            drop(last);
             m.bytes.with_label_values(&labels).set(get(&c.bytes));
             m.batches.with_label_values(&labels).set(get(&c.batches));
             m.fsyncs.with_label_values(&labels).set(get(&c.fsyncs));

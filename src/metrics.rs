@@ -137,7 +137,7 @@ impl Metrics {
             batch_records: HistogramVec::new(
                 HistogramOpts::new(
                     "commit_batch_records",
-                    "Records per group-commit fsync, averaged over each scrape interval",
+                    "Records per write-path fsync, averaged per partition over each scrape interval",
                 )
                 .namespace("wald")
                 .buckets(vec![

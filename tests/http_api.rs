@@ -505,6 +505,10 @@ fn health_metrics_and_docs() {
         text.contains(r#"wald_log_records_appended{namespace="m",partition="0"} 1"#),
         "{text}"
     );
+    assert!(
+        text.contains(r#"wald_commit_batch_records_count{namespace="m"} 1"#),
+        "one batch-size observation: {text}"
+    );
     let ui = s.req("GET", "/api/docs/", &[], None);
     assert_eq!(ui.status, 200, "Swagger UI served");
     assert!(ui.text().contains("swagger"), "UI page");
