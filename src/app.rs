@@ -130,6 +130,10 @@ pub struct App {
     pub started: Instant,
     /// Set once shutdown began: new writes are refused.
     pub shutting_down: AtomicBool,
+    /// Writes in flight per (namespace, idempotency key): concurrent requests with one key are
+    /// serialised, so only the first appends and the others answer as its duplicates.
+    pub in_flight_keys:
+        std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
     /// (records, fsyncs) per partition at the previous scrape, for the batch-size histogram.
     last_scrape: std::sync::Mutex<std::collections::HashMap<(String, u32), (u64, u64)>>,
 }
@@ -170,6 +174,7 @@ impl App {
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
             last_scrape: std::sync::Mutex::new(std::collections::HashMap::new()),
+            in_flight_keys: std::sync::Mutex::new(std::collections::HashMap::new()),
             config,
         });
         // The registry first (created through the admin API), then the config's declarations,
@@ -235,6 +240,25 @@ impl App {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name, Arc::clone(&rt));
         Ok(rt)
+    }
+
+    /// Holds the (namespace, key) lock until the returned guard drops.
+    pub async fn lock_key(self: &Arc<Self>, namespace: &str, key: &str) -> KeyGuard {
+        let id = (namespace.to_owned(), key.to_owned());
+        let m = {
+            let mut map = self
+                .in_flight_keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(map.entry(id.clone()).or_default())
+        };
+        let guard = Arc::clone(&m).lock_owned().await;
+        KeyGuard {
+            app: Arc::clone(self),
+            id,
+            lock: m,
+            _guard: Some(guard),
+        }
     }
 
     /// A namespace by (normalised) name.
@@ -331,6 +355,30 @@ impl App {
             m.disk_free
                 .with_label_values(&[data.as_str()])
                 .set(i64::try_from(free).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// The lock of one idempotency key; removes its map entry when no one else waits for it.
+#[derive(Debug)]
+pub struct KeyGuard {
+    app: Arc<App>,
+    id: (String, String),
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        self._guard = None;
+        let mut map = self
+            .app
+            .in_flight_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The map's Arc and ours: nobody else holds or waits for this key.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.id);
         }
     }
 }

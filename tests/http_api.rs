@@ -537,3 +537,43 @@ fn health_metrics_and_docs() {
         );
     }
 }
+
+#[test]
+fn concurrent_writes_with_one_idempotency_key_append_once() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(ns("race"));
+    let addr = s.addr;
+    let answers: Vec<serde_json::Value> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                sc.spawn(move || {
+                    common::request(
+                        addr,
+                        "POST",
+                        "/api/v1/wal/write",
+                        &[
+                            ("content-type", "application/json"),
+                            ("idempotency-key", "same"),
+                        ],
+                        Some(br#"{"namespace":"race","payload":{"a":1}}"#),
+                    )
+                    .json()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let firsts = answers.iter().filter(|a| a["duplicate"] == false).count();
+    assert_eq!(firsts, 1, "exactly one append: {answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a["messageId"] == answers[0]["messageId"]),
+        "{answers:?}"
+    );
+    let st = s
+        .req("GET", "/api/v1/wal/namespace/race/status", &[], None)
+        .json();
+    assert_eq!(st["partitions"][0]["nextOffset"], 1);
+}

@@ -160,6 +160,11 @@ pub async fn write(
         ));
     }
     let now = wald_storage::now_ms();
+    // Concurrent writes with one key: the first appends, the rest wait and see it as done.
+    let _key_guard = match &v.idempotency_key {
+        Some(key) => Some(app.lock_key(&v.namespace, key).await),
+        None => None,
+    };
     if let Some(key) = &v.idempotency_key {
         if let Some(first) = app
             .state
