@@ -51,6 +51,9 @@ pub enum StartError {
     },
 }
 
+/// The per-(namespace, idempotency key) locks of writes in flight.
+pub type KeyLocks = std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
 /// A namespace as the write path needs it: its settings and its open logs.
 #[derive(Debug)]
 pub struct NamespaceRuntime {
@@ -132,8 +135,7 @@ pub struct App {
     pub shutting_down: AtomicBool,
     /// Writes in flight per (namespace, idempotency key): concurrent requests with one key are
     /// serialised, so only the first appends and the others answer as its duplicates.
-    pub in_flight_keys:
-        std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    pub in_flight_keys: std::sync::Mutex<KeyLocks>,
     /// (records, fsyncs) per partition at the previous scrape, for the batch-size histogram.
     last_scrape: std::sync::Mutex<std::collections::HashMap<(String, u32), (u64, u64)>>,
 }
