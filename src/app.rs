@@ -101,6 +101,18 @@ impl NamespaceRuntime {
     }
 }
 
+fn invalid_namespace(name: &str, errs: &[crate::model::validate::FieldError]) -> StartError {
+    let reason = errs
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    StartError::Namespace {
+        name: name.to_owned(),
+        reason,
+    }
+}
+
 /// FNV-1a, 64 bit: stable across versions and platforms (a partition mapping must not change).
 #[must_use]
 pub fn fnv1a(bytes: &[u8]) -> u64 {
@@ -183,26 +195,14 @@ impl App {
         // which win for the names they declare.
         let mut specs: BTreeMap<String, Namespace> = BTreeMap::new();
         for (name, bytes) in app.state.list_namespaces()? {
-            let spec = Namespace::from_json(&bytes).map_err(|errs| StartError::Namespace {
-                name: name.clone(),
-                reason: errs
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })?;
+            let spec =
+                Namespace::from_json(&bytes).map_err(|errs| invalid_namespace(&name, &errs))?;
             specs.insert(name, spec);
         }
         for mut spec in app.config.declared_namespaces::<Namespace>()? {
             spec.normalise();
-            spec.validate().map_err(|errs| StartError::Namespace {
-                name: spec.name.clone(),
-                reason: errs
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })?;
+            spec.validate()
+                .map_err(|errs| invalid_namespace(&spec.name, &errs))?;
             specs.insert(spec.name.clone(), spec);
         }
         for spec in specs.into_values() {

@@ -436,7 +436,7 @@ fn open_sealed(
         let ts = e.last().map_or(header.created_ms, |x| x.timestamp_ms);
         (e, ts)
     };
-    if stored.as_deref() != Some(&entries[..])
+    let (index, idx_path) = if stored.as_deref() != Some(&entries[..])
         || (entries.is_empty() && len > SEGMENT_HEADER_LEN as u64)
     {
         let rebuilt = if entries.is_empty() && len > SEGMENT_HEADER_LEN as u64 {
@@ -454,21 +454,11 @@ fn open_sealed(
             .map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
         report.indexes_rebuilt.push(idx_path.clone());
         let index = index::open_sealed_index(fs, &idx_path, rebuilt)?;
-        return Ok(Sealed {
-            base_offset: base,
-            next_offset: next_base,
-            len,
-            last_timestamp: last_ts,
-            created_ms: header.created_ms,
-            path,
-            index_path: idx_path,
-            source,
-            index,
-        });
-    }
-    let index = match index::open_sealed_index(fs, &idx_path, entries) {
-        Ok(i) => i,
-        Err(_) => IndexData::Owned(Vec::new()),
+        (index, idx_path)
+    } else {
+        let index = index::open_sealed_index(fs, &idx_path, entries)
+            .unwrap_or(IndexData::Owned(Vec::new()));
+        (index, idx_path)
     };
     Ok(Sealed {
         base_offset: base,
