@@ -259,7 +259,7 @@ impl App {
             app: Arc::clone(self),
             id,
             lock: m,
-            _guard: Some(guard),
+            guard: Some(guard),
         }
     }
 
@@ -367,12 +367,12 @@ pub struct KeyGuard {
     app: Arc<App>,
     id: (String, String),
     lock: Arc<tokio::sync::Mutex<()>>,
-    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Drop for KeyGuard {
     fn drop(&mut self) {
-        self._guard = None;
+        self.guard = None;
         let mut map = self
             .app
             .in_flight_keys

@@ -219,15 +219,22 @@ pub async fn write(
     let due_ms = if v.delay_ms > 0 { now + v.delay_ms } else { 0 };
     let pkey = v.partition_key.as_deref().unwrap_or("").as_bytes();
     let record = stored.to_record(pkey, due_ms).map_err(ApiError::internal)?;
-    let durability = ns.durability(app.config.storage.log_config().background_sync_interval);
-    let ticket = log
+    let durability = ns.durability(std::time::Duration::from_millis(
+        app.config.storage.background_sync_interval_ms,
+    ));
+    let mut ticket = log
         .try_append(std::slice::from_ref(&record), durability)
         .map_err(|e| {
             ns.errors.fetch_add(1, Ordering::Relaxed);
             ApiError::from(e)
         })?;
     let timeout = app.config.server.request_timeout();
-    let (durable, offset) = match tokio::time::timeout(timeout, ticket).await {
+    let ids = RecordIds {
+        message_id: message_id.clone(),
+        idempotency_key: stored.idempotency_key.clone(),
+        transaction_id: None,
+    };
+    let (durable, offset) = match tokio::time::timeout(timeout, &mut ticket).await {
         Ok(Ok(a)) => (
             if a.synced {
                 DurableStatus::True
@@ -242,6 +249,13 @@ pub async fn write(
         }
         Err(_) => {
             // The fsync did not complete in time: the message may or may not become durable.
+            // Index it when (if) it does, so it is findable and its key deduplicates.
+            let (app, ns_name) = (Arc::clone(&app), v.namespace.clone());
+            tokio::spawn(async move {
+                if let Ok(a) = ticket.await {
+                    index(&app, &ns_name, partition, a.first_offset, ids, now);
+                }
+            });
             return Ok((
                 StatusCode::ACCEPTED,
                 Json(WriteToLogResponse {
@@ -260,19 +274,7 @@ pub async fn write(
             ));
         }
     };
-    let ids = RecordIds {
-        message_id: message_id.clone(),
-        idempotency_key: stored.idempotency_key.clone(),
-        transaction_id: None,
-    };
-    app.state
-        .apply(
-            &v.namespace,
-            partition,
-            &[(offset, ids, now)],
-            IDEMPOTENCY_WINDOW_MS,
-        )
-        .map_err(ApiError::internal)?;
+    index(&app, &v.namespace, partition, offset, ids, now);
     ns.writes.fetch_add(1, Ordering::Relaxed);
     app.metrics
         .write_latency
@@ -292,6 +294,20 @@ pub async fn write(
             duplicate: false,
         }),
     ))
+}
+
+/// Indexes an appended message. The message is in the log whatever happens here: a failure
+/// is logged, not answered (the index is derived and catches up from the log at the next
+/// start), so a durable write is never reported as failed.
+fn index(app: &App, namespace: &str, partition: u32, offset: u64, ids: RecordIds, now: u64) {
+    if let Err(e) = app.state.apply(
+        namespace,
+        partition,
+        &[(offset, ids, now)],
+        IDEMPOTENCY_WINDOW_MS,
+    ) {
+        tracing::error!(namespace, partition, offset, error = %e, "indexing an appended message failed; it is re-indexed from the log at the next start");
+    }
 }
 
 fn durable_status(ns: &NamespaceRuntime) -> DurableStatus {

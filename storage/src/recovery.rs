@@ -218,15 +218,7 @@ pub fn recover(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig, now_ms: u64) -> Result
     let max = cfg.max_record_bytes;
     let mut sc = scan::scan(&bytes, last_base, max, cfg.index_interval_bytes);
     report.records_scanned += sc.records;
-    cut_tail(
-        fs,
-        cfg,
-        file.as_ref(),
-        &path,
-        &mut bytes,
-        &mut sc,
-        &mut report,
-    )?;
+    cut_tail(cfg, file.as_ref(), &path, &mut bytes, &mut sc, &mut report)?;
 
     let idx_path = dir.join(index_file_name(last_base));
     let index_ok = read_index_file(fs, &idx_path, last_base).as_deref() == Some(&sc.index[..]);
@@ -269,7 +261,6 @@ fn check_base(path: &Path, in_header: u64, in_name: u64) -> Result<()> {
 
 /// Handles whatever follows the last valid record of the last segment.
 fn cut_tail(
-    fs: &dyn Vfs,
     cfg: &LogConfig,
     file: &dyn VFile,
     path: &Path,
@@ -277,7 +268,6 @@ fn cut_tail(
     sc: &mut Scan,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let _ = fs;
     let end = sc.end;
     let rest = &bytes[end..];
     let Some(last_nz) = rest.iter().rposition(|&b| b != 0) else {

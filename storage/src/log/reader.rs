@@ -142,12 +142,13 @@ impl LogReader {
         let have = |r: &Self| {
             pos >= r.buf_pos && pos + RECORD_HEADER_LEN as u64 <= r.buf_pos + r.buf.len() as u64
         };
+        // Complete when the buffer holds the whole record its length field claims (the
+        // record is decoded — CRC included — once, by the caller).
         let whole = |r: &Self| {
             let start = (pos - r.buf_pos) as usize;
-            !matches!(
-                record::decode(&r.buf[start..], usize::MAX),
-                Ok(Decoded::Incomplete { .. })
-            )
+            let len =
+                crate::format::get_u32(&r.buf[start..], crate::format::record::R_LENGTH) as usize;
+            r.buf.len() - start >= len
         };
         if !(have(self) && whole(self)) {
             let want = READ_CHUNK.max(self.shared.config.max_record_bytes.min(64 << 20));
