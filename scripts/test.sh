@@ -6,6 +6,7 @@
 #   CARGO_TARGET_DIR    shared build directory (default: $HOME/.cache/wald-target)
 #   WALD_CRASH_CYCLES   SIGKILL cycles of the engine's process-crash test (default 50)
 #   FUZZ_SECONDS        seconds per fuzz target in the fuzz smoke run (default 15; 0 skips)
+#   WALD_OPENAPI_VALIDATOR  set here: openapi-spec-validator in $CARGO_TARGET_DIR/pyenv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,10 +30,35 @@ if ! dpkg -s libclang-dev >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
 fi
 
+# The delivery target tests (tests/targets.rs) start a real Redis and a real PostgreSQL 15
+# on private ports; install the servers when missing (they are not started as services).
+if ! command -v redis-server >/dev/null 2>&1 || [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+    step "installing redis-server and postgresql (target tests)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server postgresql >/dev/null
+fi
+
 # One profile (release) for everything: RocksDB's C++ compiles once (~16 min cold), and
 # `cargo run --release -- serve` reuses the same build. Overflow checks stay on in release.
 step "build (release, all targets, all features)"
 cargo build --release --workspace --all-targets --all-features --locked 2>&1 | tail -n 3
+
+# The OpenAPI test (tests/http_api.rs) validates the served document with
+# openapi-spec-validator (PyPI), kept in a venv beside the builds.
+PYENV="$CARGO_TARGET_DIR/pyenv"
+if ! "$PYENV/bin/openapi-spec-validator" --help >/dev/null 2>&1; then
+    step "installing openapi-spec-validator into $PYENV"
+    if ! python3 -m venv "$PYENV"; then
+        # Debian's python3 ships venv (ensurepip) separately.
+        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$PYENV"
+    fi
+    "$PYENV/bin/python" -m pip install -q 'openapi-spec-validator>=0.7,<0.8'
+fi
+export WALD_OPENAPI_VALIDATOR="$PYENV/bin/openapi-spec-validator"
 
 step "tests (release, workspace, all features)"
 cargo test --release --workspace --all-features --locked

@@ -139,6 +139,8 @@ pub struct App {
     pub namespaces: RwLock<BTreeMap<String, Arc<NamespaceRuntime>>>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Delivery: target adapters, metrics, tasks, consumer wake-ups.
+    pub delivery: crate::delivery::Hub,
     /// Rate limits.
     pub limiter: crate::http::ratelimit::RateLimiter,
     /// When the service started.
@@ -148,8 +150,6 @@ pub struct App {
     /// Writes in flight per (namespace, idempotency key): concurrent requests with one key are
     /// serialised, so only the first appends and the others answer as its duplicates.
     pub in_flight_keys: std::sync::Mutex<KeyLocks>,
-    /// (records, fsyncs) per partition at the previous scrape, for the batch-size histogram.
-    last_scrape: std::sync::Mutex<std::collections::HashMap<(String, u32), (u64, u64)>>,
 }
 
 impl App {
@@ -178,16 +178,18 @@ impl App {
         let state = StateStore::open(data.join("state"))?;
         let engine = Engine::with_fs(&data, config.storage.log_config(), fs);
         let keys = config.auth.keyring();
+        let metrics = Metrics::new()?;
+        let delivery = crate::delivery::Hub::new(config.delivery.clone(), &metrics)?;
         let app = Arc::new(Self {
             keys,
             engine,
             state,
             namespaces: RwLock::new(BTreeMap::new()),
-            metrics: Metrics::new()?,
+            metrics,
+            delivery,
             limiter: crate::http::ratelimit::RateLimiter::default(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
-            last_scrape: std::sync::Mutex::new(std::collections::HashMap::new()),
             in_flight_keys: std::sync::Mutex::new(std::collections::HashMap::new()),
             config,
         });
@@ -206,6 +208,9 @@ impl App {
             specs.insert(spec.name.clone(), spec);
         }
         for spec in specs.into_values() {
+            app.delivery
+                .check_targets("targetConfigs", &spec.target_configs)
+                .map_err(|errs| invalid_namespace(&spec.name, &errs))?;
             app.install(spec)?;
         }
         Ok(app)
@@ -221,6 +226,13 @@ impl App {
         let partitions = spec.shard_config.partition_count.max(1);
         self.engine.open_namespace(&name, partitions)?;
         let logs = self.engine.logs(&name).unwrap_or_default();
+        for log in &logs {
+            // Once per log (a namespace re-installed keeps its logs and their observer).
+            let _ = log.set_observer(Arc::new(crate::metrics::CommitMetrics::new(
+                &self.metrics,
+                &name,
+            )));
+        }
         for (p, log) in logs.iter().enumerate() {
             let p = u32::try_from(p).unwrap_or(u32::MAX);
             let started = Instant::now();
@@ -301,6 +313,14 @@ impl App {
                 problems.push(format!("namespace {ns} partition {p}: {cause}"));
             }
         }
+        for (ns, dlq) in self.engine.open_dlqs() {
+            if let Some(cause) = dlq.poisoned() {
+                problems.push(format!("namespace {ns} dead-letter log: {cause}"));
+            }
+        }
+        if let Err(e) = self.state.check() {
+            problems.push(format!("state store: {e}"));
+        }
         if self.shutting_down.load(Ordering::Relaxed) {
             problems.push("shutting down".to_owned());
         }
@@ -317,24 +337,6 @@ impl App {
                 i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
             };
             m.records.with_label_values(&labels).set(get(&c.records));
-            // Records per fsync over the interval since the previous scrape.
-            let (records, fsyncs) = (
-                c.records.load(Ordering::Relaxed),
-                c.fsyncs.load(Ordering::Relaxed),
-            );
-            let mut last = self
-                .last_scrape
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let (r0, f0) = last
-                .insert((ns.clone(), p), (records, fsyncs))
-                .unwrap_or((0, 0));
-            if fsyncs > f0 {
-                m.batch_records
-                    .with_label_values(&[ns.as_str()])
-                    .observe((records - r0) as f64 / (fsyncs - f0) as f64);
-            }
-            drop(last);
             m.bytes.with_label_values(&labels).set(get(&c.bytes));
             m.batches.with_label_values(&labels).set(get(&c.batches));
             m.fsyncs.with_label_values(&labels).set(get(&c.fsyncs));

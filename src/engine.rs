@@ -50,6 +50,8 @@ pub struct Engine {
     config: LogConfig,
     fs: Arc<dyn Vfs>,
     logs: RwLock<HashMap<String, Vec<Arc<Log>>>>,
+    /// Dead-letter queue logs, opened on first use.
+    dlq: RwLock<HashMap<String, Arc<Log>>>,
 }
 
 impl Engine {
@@ -67,7 +69,54 @@ impl Engine {
             config,
             fs,
             logs: RwLock::new(HashMap::new()),
+            dlq: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The directory of a namespace's dead-letter queue log (beside the partitions:
+    /// `logs/{namespace}/dlq`).
+    #[must_use]
+    pub fn dlq_dir(&self, namespace: &str) -> PathBuf {
+        self.root.join(namespace).join("dlq")
+    }
+
+    /// A namespace's dead-letter queue log, opened (created) on first use.
+    ///
+    /// # Errors
+    /// The engine refuses to open it.
+    pub fn dlq(&self, namespace: &str) -> Result<Arc<Log>, EngineError> {
+        if let Some(l) = self
+            .dlq
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace)
+        {
+            return Ok(Arc::clone(l));
+        }
+        let mut map = self.dlq.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = map.get(namespace) {
+            return Ok(Arc::clone(l));
+        }
+        // A dead-letter log is small and rarely written: it grows as entries arrive (no
+        // zero-filled segments), and takes entries up to a segment (a message plus its
+        // attempts can outgrow the message limit).
+        let mut config = self.config.clone();
+        config.preallocate = wald_storage::Preallocate::None;
+        let bigger = usize::try_from(config.segment_bytes.saturating_sub(1024)).unwrap_or(usize::MAX);
+        let mut candidate = config.clone();
+        candidate.max_record_bytes = bigger.max(config.max_record_bytes);
+        if candidate.validate().is_ok() {
+            config = candidate;
+        }
+        let log = Log::open_with(Arc::clone(&self.fs), self.dlq_dir(namespace), config)
+        .map_err(|source| EngineError::Open {
+            namespace: format!("{namespace} (dead-letter queue)"),
+            partition: 0,
+            source,
+        })?;
+        let log = Arc::new(log);
+        map.insert(namespace.to_owned(), Arc::clone(&log));
+        Ok(log)
     }
 
     /// The directory of one partition.
@@ -135,6 +184,17 @@ impl Engine {
         logs.get(namespace)?.get(partition as usize).cloned()
     }
 
+    /// The dead-letter logs opened so far, by namespace.
+    #[must_use]
+    pub fn open_dlqs(&self) -> Vec<(String, Arc<Log>)> {
+        self.dlq
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(n, l)| (n.clone(), Arc::clone(l)))
+            .collect()
+    }
+
     /// Every open log, with its namespace and partition.
     #[must_use]
     pub fn all(&self) -> Vec<(String, u32, Arc<Log>)> {
@@ -162,8 +222,14 @@ impl Engine {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(namespace);
+        let dlq = self
+            .dlq
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(namespace);
         // Dropping the last handle closes each log (drains, syncs, unlocks).
         drop(removed);
+        drop(dlq);
         let dir = self.root.join(namespace);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -174,7 +240,10 @@ impl Engine {
 
     /// Closes every log: drains queues and syncs. Errors are logged.
     pub fn close_all(&self) {
-        let all = std::mem::take(&mut *self.logs.write().unwrap_or_else(PoisonError::into_inner));
+        let mut all = std::mem::take(&mut *self.logs.write().unwrap_or_else(PoisonError::into_inner));
+        for (ns, log) in std::mem::take(&mut *self.dlq.write().unwrap_or_else(PoisonError::into_inner)) {
+            all.entry(format!("{ns} (dead-letter queue)")).or_default().push(log);
+        }
         for (ns, logs) in all {
             for (p, log) in logs.into_iter().enumerate() {
                 match Arc::try_unwrap(log) {
@@ -185,7 +254,7 @@ impl Engine {
                     }
                     // Still referenced by an in-flight request: it closes when that finishes.
                     Err(_) => {
-                        tracing::debug!(namespace = %ns, partition = p, "log still in use at shutdown")
+                        tracing::debug!(namespace = %ns, partition = p, "log still in use at shutdown");
                     }
                 }
             }

@@ -21,6 +21,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod http;
 pub mod message;

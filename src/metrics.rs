@@ -2,7 +2,13 @@
 //!
 //! Request counters and the write latency histogram are observed on the request path; the
 //! engine's figures (records, bytes, batches, fsyncs, segments, disk free) are read from
-//! the logs' counters when the page is rendered, so they cost nothing per request.
+//! the logs' counters when the page is rendered, so they cost nothing per request. The
+//! per-namespace time series behind `GET /api/v1/wal/namespace/{ns}/metrics` is in
+//! [`series`].
+
+pub mod series;
+
+use std::sync::Arc;
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -37,8 +43,12 @@ pub struct Metrics {
     pub poisoned: IntGaugeVec,
     /// Bytes free on the data directory's file system.
     pub disk_free: IntGaugeVec,
-    /// Group-commit batch size (records per fsync), observed per scrape interval.
+    /// Group-commit batch size (records per batch), observed at every commit.
     pub batch_records: HistogramVec,
+    /// Write-path fdatasync latency, observed at every commit that synced.
+    pub fsync_latency: HistogramVec,
+    /// Per-namespace, per-minute writes, bytes, errors, duplicates and latency (24 h).
+    pub series: Arc<series::SeriesStore>,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -50,6 +60,7 @@ impl Metrics {
     ///
     /// # Errors
     /// A registration conflict (a bug).
+    #[allow(clippy::too_many_lines)] // one declaration per metric
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let ns_part = &["namespace", "partition"];
@@ -137,11 +148,24 @@ impl Metrics {
             batch_records: HistogramVec::new(
                 HistogramOpts::new(
                     "commit_batch_records",
-                    "Records per write-path fsync, averaged per partition over each scrape interval",
+                    "Records per group-commit batch (one write, at most one fdatasync)",
                 )
                 .namespace("wald")
                 .buckets(vec![
                     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                ]),
+                &["namespace"],
+            )?,
+            series: Arc::new(series::SeriesStore::new()),
+            fsync_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "fsync_latency_seconds",
+                    "Write-path fdatasync latency, per group commit that synced",
+                )
+                .namespace("wald")
+                .buckets(vec![
+                    0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+                    0.5, 1.0,
                 ]),
                 &["namespace"],
             )?,
@@ -161,6 +185,7 @@ impl Metrics {
             Box::new(m.poisoned.clone()),
             Box::new(m.disk_free.clone()),
             Box::new(m.batch_records.clone()),
+            Box::new(m.fsync_latency.clone()),
         ];
         for c in collectors {
             m.registry.register(c)?;
@@ -179,7 +204,43 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// Registers another collector (e.g. delivery's metrics) in the same registry.
+    ///
+    /// # Errors
+    /// A registration conflict (a bug).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(c)
+    }
+
     fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
         self.registry.gather()
+    }
+}
+
+/// Observes every group commit of one namespace's logs into the batch-size and fsync-latency
+/// histograms.
+#[derive(Debug)]
+pub struct CommitMetrics {
+    batch: prometheus::Histogram,
+    fsync: prometheus::Histogram,
+}
+
+impl CommitMetrics {
+    /// The observer of `namespace`'s logs.
+    #[must_use]
+    pub fn new(m: &Metrics, namespace: &str) -> Self {
+        Self {
+            batch: m.batch_records.with_label_values(&[namespace]),
+            fsync: m.fsync_latency.with_label_values(&[namespace]),
+        }
+    }
+}
+
+impl wald_storage::CommitObserver for CommitMetrics {
+    fn committed(&self, records: usize, _bytes: usize, fsync: Option<std::time::Duration>) {
+        self.batch.observe(records as f64);
+        if let Some(d) = fsync {
+            self.fsync.observe(d.as_secs_f64());
+        }
     }
 }

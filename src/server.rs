@@ -6,9 +6,14 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt as _;
 
 use crate::app::App;
+use crate::http::headers::HYPER_MAX_BUF_BYTES;
 
 /// Serves the API on `listener` until `shutdown` resolves.
 ///
@@ -20,6 +25,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = crate::http::router(Arc::clone(&app));
+    // Consumers deliver while the server runs; they stop before the logs close.
+    let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
+    let consumers = crate::delivery::supervisor::spawn(Arc::clone(&app), delivery_stopped);
     let grace = app.config.server.shutdown_grace();
     let flag = Arc::clone(&app);
     let signal = async move {
@@ -27,7 +35,7 @@ pub async fn run(
         flag.shutting_down.store(true, Ordering::Relaxed);
         tracing::info!("shutting down: refusing new writes, finishing in-flight requests");
     };
-    let serve = axum::serve(listener, router).with_graceful_shutdown(signal);
+    let serve = serve(listener, router, signal);
     // In-flight requests get the grace period; after it, the process moves on to closing.
     let result = tokio::select! {
         r = serve => r,
@@ -36,10 +44,92 @@ pub async fn run(
             Ok(())
         }
     };
+    let _ = stop_delivery.send(true);
+    let _ = consumers.await;
     let closing = Arc::clone(&app);
     let _ = tokio::task::spawn_blocking(move || closing.engine.close_all()).await;
     tracing::info!("all logs closed");
     result
+}
+
+/// The accept loop: one hyper HTTP/1.1 connection task per client (keep-alive,
+/// `TCP_NODELAY`, a read buffer of [`HYPER_MAX_BUF_BYTES`] so that an oversized header
+/// section reaches [`crate::http::headers::limit`] and is answered with the envelope).
+/// When `signal` resolves: stops accepting, asks every connection to close once its
+/// request in flight is answered, and returns when all have closed.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Each connection task holds a clone of `open_rx`; `open_tx.closed()` waits for them all.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(HYPER_MAX_BUF_BYTES);
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req: axum::extract::Request<Incoming>| {
+            router.clone().oneshot(req)
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let (mut stop, open) = (stop_rx.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let mut stopping = *stop.borrow();
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+            }
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::trace!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    changed = stop.changed(), if !stopping => {
+                        stopping = true;
+                        if changed.is_ok() {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(open_rx);
+    open_tx.closed().await;
+    Ok(())
+}
+
+/// After a failed `accept`: a client that went away is nothing; anything else (out of file
+/// descriptors) is logged and retried after a pause.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::ConnectionRefused | K::ConnectionAborted | K::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed; retrying in 1 s");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
 async fn app_shutdown_started(app: &App) {

@@ -509,33 +509,189 @@ fn health_metrics_and_docs() {
         text.contains(r#"wald_commit_batch_records_count{namespace="m"} 1"#),
         "one batch-size observation: {text}"
     );
+    assert!(
+        text.contains(r#"wald_commit_batch_records_sum{namespace="m"} 1"#),
+        "of one record: {text}"
+    );
+    assert!(
+        text.contains(r#"wald_fsync_latency_seconds_count{namespace="m"} 1"#),
+        "one fsync observed: {text}"
+    );
     let ui = s.req("GET", "/api/docs/", &[], None);
     assert_eq!(ui.status, 200, "Swagger UI served");
     assert!(ui.text().contains("swagger"), "UI page");
+}
+
+/// Every route the router serves (besides Swagger UI and the document itself), with its
+/// method: the OpenAPI document must list exactly these.
+const ROUTES: &[(&str, &str)] = &[
+    ("/api/v1/wal/write", "post"),
+    ("/api/v1/wal/messages/{message_id}", "get"),
+    ("/api/v1/wal/namespace/{namespace}/status", "get"),
+    ("/api/v1/wal/namespace/{namespace}/metrics", "get"),
+    ("/api/v1/wal/namespace/{namespace}/messages", "get"),
+    ("/api/v1/namespaces", "post"),
+    ("/api/v1/namespaces", "get"),
+    ("/api/v1/namespaces/{namespace}", "get"),
+    ("/api/v1/namespaces/{namespace}", "put"),
+    ("/api/v1/namespaces/{namespace}", "delete"),
+    ("/api/v1/namespaces/{namespace}/dlq", "get"),
+    ("/api/v1/namespaces/{namespace}/dlq/replay", "post"),
+    ("/api/v1/namespaces/{namespace}/dlq/{messageId}", "get"),
+    ("/api/v1/namespaces/{namespace}/dlq/{messageId}", "delete"),
+    (
+        "/api/v1/namespaces/{namespace}/dlq/{messageId}/replay",
+        "post",
+    ),
+    ("/api/v1/namespaces/{namespace}/replay", "post"),
+    ("/api/v1/tasks/{taskId}", "get"),
+    ("/api/v1/health", "get"),
+    ("/api/v1/health/liveness", "get"),
+    ("/api/v1/health/readiness", "get"),
+    ("/metrics", "get"),
+];
+
+#[test]
+fn openapi_document_validates_and_lists_every_route() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
     let spec = s.req("GET", "/api/docs/openapi.json", &[], None);
     assert_eq!(spec.status, 200);
     let j = spec.json();
     assert!(j["openapi"].as_str().is_some_and(|v| v.starts_with('3')));
-    for (path, method) in [
-        ("/api/v1/wal/write", "post"),
-        ("/api/v1/wal/messages/{message_id}", "get"),
-        ("/api/v1/wal/namespace/{namespace}/status", "get"),
-        ("/api/v1/wal/namespace/{namespace}/messages", "get"),
-        ("/api/v1/namespaces", "post"),
-        ("/api/v1/namespaces", "get"),
-        ("/api/v1/namespaces/{namespace}", "get"),
-        ("/api/v1/namespaces/{namespace}", "put"),
-        ("/api/v1/namespaces/{namespace}", "delete"),
-        ("/api/v1/health", "get"),
-        ("/api/v1/health/liveness", "get"),
-        ("/api/v1/health/readiness", "get"),
-        ("/metrics", "get"),
-    ] {
+
+    // The document lists exactly the routes above...
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in j["paths"].as_object().expect("paths") {
+        for method in ["get", "post", "put", "delete", "patch", "head", "options"] {
+            if item[method].is_object() {
+                documented.insert((path.clone(), method.to_owned()));
+            }
+        }
+    }
+    let listed: std::collections::BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(p, m)| ((*p).to_owned(), (*m).to_owned()))
+        .collect();
+    assert_eq!(
+        documented, listed,
+        "the OpenAPI paths and the test's route list differ"
+    );
+    // ...and the router serves every one of them (no fallback 404 / 405).
+    for (path, method) in ROUTES {
+        let concrete = path
+            .replace("{message_id}", "m-none")
+            .replace("{messageId}", "m-none")
+            .replace("{taskId}", "t-none")
+            .replace("{namespace}", "ns-none");
+        let r = s.req(
+            &method.to_uppercase(),
+            &concrete,
+            &[("x-api-key", ADMIN), ("content-type", "application/json")],
+            (*method == "post" || *method == "put").then_some("{}"),
+        );
+        // The router's fallbacks answer 405, or 404 "no such route".
+        let fallback = serde_json::from_slice::<serde_json::Value>(&r.body)
+            .is_ok_and(|b| b["error"]["message"] == "no such route");
         assert!(
-            j["paths"][path][method].is_object(),
-            "{method} {path} documented"
+            r.status != 405 && !fallback,
+            "{method} {path} is served: {} {}",
+            r.status,
+            r.text()
         );
     }
+
+    // The document is valid OpenAPI (openapi-spec-validator, installed by scripts/test.sh).
+    let validator = std::env::var_os("WALD_OPENAPI_VALIDATOR").unwrap_or_else(|| {
+        panic!(
+            "WALD_OPENAPI_VALIDATOR is not set: run ./scripts/test.sh (it installs \
+             openapi-spec-validator into $CARGO_TARGET_DIR/pyenv and sets the variable), or set \
+             WALD_OPENAPI_VALIDATOR to an openapi-spec-validator executable"
+        )
+    });
+    let file = dir.join("openapi.json");
+    std::fs::write(&file, &spec.body).unwrap();
+    let out = std::process::Command::new(&validator)
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", validator.to_string_lossy()));
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator refused the document:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn namespace_metrics_count_writes_duplicates_and_latency() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(ns("nm"));
+    for i in 0..3 {
+        assert_eq!(s.write("nm", json!({ "i": i })).status, 202);
+    }
+    for _ in 0..2 {
+        let r = s.post_json(
+            "/api/v1/wal/write",
+            &[("idempotency-key", "k1")],
+            &json!({ "namespace": "nm", "payload": { "k": 1 } }),
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let get = |q: &str| {
+        s.req(
+            "GET",
+            &format!("/api/v1/wal/namespace/nm/metrics{q}"),
+            &[],
+            None,
+        )
+    };
+    let r = get("");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    let m = &j["metrics"];
+    assert_eq!(j["namespace"], "nm");
+    assert_eq!(m["writes"], 4, "{j}");
+    assert_eq!(m["duplicates"], 1, "{j}");
+    assert_eq!(m["errors"], 0, "{j}");
+    assert_eq!(m["totalRequests"], 5, "{j}");
+    assert_eq!(m["successRate"], 1.0, "{j}");
+    assert_eq!(m["errorRate"], 0.0, "{j}");
+    assert!(m["averageLatency"].as_f64().is_some_and(|l| l > 0.0), "{j}");
+    assert!(m["bytes"].as_u64().is_some_and(|b| b > 4 * 20), "{j}");
+    assert!(m["throughput"].as_f64().is_some_and(|t| t > 0.0), "{j}");
+    assert_eq!(j["bucketSeconds"], 60);
+    let series = j["series"].as_array().unwrap();
+    assert!(!series.is_empty() && series.len() <= 2, "{j}");
+    let summed: u64 = series.iter().map(|b| b["writes"].as_u64().unwrap()).sum();
+    assert_eq!(summed, 4);
+    let (from, to) = (
+        j["timeRange"]["from"].as_str().unwrap(),
+        j["timeRange"]["to"].as_str().unwrap(),
+    );
+    assert!(from.ends_with('Z') && to.ends_with('Z') && from < to, "{j}");
+
+    // ISO 8601 and milliseconds; a range before the writes holds nothing.
+    let all = get("?from=2020-01-01T00:00:00Z").json();
+    assert_eq!(all["metrics"]["writes"], 4, "{all}");
+    let old = get("?from=0&to=60000").json();
+    assert_eq!(old["metrics"]["writes"], 0, "{old}");
+    assert_eq!(old["metrics"]["totalRequests"], 0, "{old}");
+    assert!(old["metrics"]["successRate"].is_null(), "{old}");
+    assert_eq!(old["series"], json!([]));
+    assert_eq!(old["timeRange"]["to"], "1970-01-01T00:01:00.000Z");
+
+    // Bad input names the field.
+    let e = get("?from=yesterday").assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(e["error"]["details"]["fields"][0]["field"], "from", "{e}");
+    let e = get("?to=2025-13-01T00:00:00Z").assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(e["error"]["details"]["fields"][0]["field"], "to", "{e}");
+    let e = get("?from=2000&to=1000").assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(e["error"]["details"]["fields"][0]["field"], "from", "{e}");
+    get("?since=5").assert_error(400, "VALIDATION_ERROR");
+    s.req("GET", "/api/v1/wal/namespace/none/metrics", &[], None)
+        .assert_error(404, "NAMESPACE_NOT_FOUND");
 }
 
 #[test]

@@ -72,6 +72,15 @@ fn fsync_failure_and_full_disk_answer_503() {
     s.write("full", json!({ "i": 0 }))
         .assert_error(503, "DISK_FULL");
     fault.disarm();
+    // The namespace metrics count the failed writes next to the accepted ones.
+    let m = s
+        .req("GET", "/api/v1/wal/namespace/disk/metrics", &[], None)
+        .json();
+    assert_eq!(m["metrics"]["writes"], 5, "{m}");
+    assert_eq!(
+        m["metrics"]["errors"], 2,
+        "the failed fsync and the poisoned log's refusal: {m}"
+    );
     s.stop();
     // After a restart (the disk "fixed"), everything acknowledged is there and writes work.
     let s = Server::start(config(&dir));

@@ -6,9 +6,14 @@
 //! threads): the disk ([`disk`]), the engine with C concurrent `Sync` writers ([`engine`]),
 //! and sequential reads plus recovery after a torn tail ([`read`]). Progress goes to
 //! stderr, tables and a final JSON line to stdout ([`report`]).
+//!
+//! `wald bench http` ([`http`]) is the HTTP load generator against a running server.
+//! `wald bench delivery` ([`delivery`]) measures delivery end to end, in process.
 
+pub mod delivery;
 pub mod disk;
 pub mod engine;
+pub mod http;
 pub mod partitions;
 pub mod read;
 pub mod report;
@@ -133,7 +138,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    fn probe() -> Self {
+    /// The machine this process runs on.
+    pub(crate) fn probe() -> Self {
         let read = |p: &str| {
             std::fs::read_to_string(p)
                 .map(|s| s.trim().to_owned())

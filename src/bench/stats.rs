@@ -92,6 +92,12 @@ pub fn cpu_secs(exclude: &[u64]) -> Result<f64, CliError> {
     Ok(t as f64 / CLK_TCK)
 }
 
+/// CPU seconds (user + system, exited threads included) used so far by another process,
+/// from `/proc/PID/stat` (10 ms resolution).
+pub fn pid_cpu_secs(pid: u32) -> Result<f64, CliError> {
+    Ok(ticks(&Path::new("/proc").join(pid.to_string()).join("stat"))? as f64 / CLK_TCK)
+}
+
 /// Nanoseconds on a CPU (user + system, from `/proc/self/task/*/schedstat`) of every live
 /// thread of this process except those in `exclude`. Precise to the nanosecond, unlike the
 /// 10 ms ticks of `/proc/self/stat`, but blind to threads that have exited.
@@ -210,6 +216,7 @@ mod tests {
     #[test]
     fn cpu_time_is_readable() {
         assert!(cpu_secs(&[]).unwrap() >= 0.0);
+        assert!(pid_cpu_secs(std::process::id()).unwrap() >= 0.0);
         assert!(current_tid().unwrap() > 0);
     }
 }

@@ -1,4 +1,4 @@
-//! `wald bench fsync`.
+//! `wald bench fsync`, `wald bench http` and `wald bench delivery`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::CliError;
+use crate::bench::delivery::{run_delivery, DeliveryOptions};
+use crate::bench::http::{run_http, HttpOptions};
 use crate::bench::{run_fsync, FsyncOptions};
 
 /// Benchmarks.
@@ -15,6 +17,91 @@ pub enum BenchCommand {
     /// (1..256 Sync writers), sequential reads and recovery. Progress on stderr; tables and a
     /// final JSON line on stdout.
     Fsync(FsyncArgs),
+    /// HTTP load against a running server: N keep-alive connections each POSTing
+    /// /api/v1/wal/write and waiting for the 202. Progress on stderr; a table (writes/s,
+    /// latency p50/p99/p999, durable answers, server CPU per write, messages per fsync) and a
+    /// final JSON line on stdout.
+    Http(HttpArgs),
+    /// Delivery end to end, in process (service + a local HTTP receiver answering at once):
+    /// messages/s and append→delivery latency through the HTTP API; then N delayed messages:
+    /// RSS once parked, restart time with them pending, lateness of the first due. Progress
+    /// on stderr; tables and a final JSON line on stdout.
+    Delivery(DeliveryArgs),
+}
+
+/// Arguments of `wald bench delivery` (defaults: full run / `--quick`).
+#[derive(Debug, Args)]
+pub struct DeliveryArgs {
+    /// Directory in which to create the (fresh, removed afterwards) working directory.
+    /// Default: ./bench-data when it exists, else $TMPDIR.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Smaller defaults: 20,000 messages; 100,000 delays over 60 s, 5,000 sampled.
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only one part.
+    #[arg(long, value_parser = ["throughput", "delays"])]
+    pub only: Option<String>,
+    /// Messages written through the HTTP API [default: 100000, --quick 20000].
+    #[arg(long, value_name = "M")]
+    pub messages: Option<u64>,
+    /// Stop writing after S seconds even if not all messages are sent.
+    #[arg(long, value_name = "S", default_value_t = 120)]
+    pub duration: u64,
+    /// Writers (keep-alive connections, one write in flight each).
+    #[arg(long, short = 'c', value_name = "C", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Partitions of the namespaces.
+    #[arg(long, value_name = "P", default_value_t = 4)]
+    pub partitions: u32,
+    /// Bytes of each written payload JSON.
+    #[arg(long, value_name = "B", default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// Delayed messages [default: 1000000, --quick 100000].
+    #[arg(long, value_name = "N")]
+    pub delays: Option<u64>,
+    /// Their due times spread over S seconds [default: 600, --quick 60].
+    #[arg(long, value_name = "S")]
+    pub delay_spread_secs: Option<u64>,
+    /// The spread starts S seconds after the write: time to append, park and restart
+    /// [default: 90, --quick 30].
+    #[arg(long, value_name = "S")]
+    pub delay_lead_secs: Option<u64>,
+    /// Lateness measured on the first N due [default: 20000, --quick 5000].
+    #[arg(long, value_name = "N")]
+    pub sample: Option<u64>,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Arguments of `wald bench http`.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// The server's base URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    /// Connections (requests in flight).
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds of load.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Bytes of each write's payload JSON.
+    #[arg(long, value_name = "B", default_value_t = 1024)]
+    pub payload_bytes: usize,
+    /// The namespace written to (it must exist).
+    #[arg(long, value_name = "NS", default_value = "bench")]
+    pub namespace: String,
+    /// The API key (X-API-Key), when the namespace needs one.
+    #[arg(long, value_name = "K", env = "WALD_API_KEY")]
+    pub api_key: Option<String>,
+    /// The server's pid: report its CPU time (user + system) per write.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// Arguments of `wald bench fsync`.
@@ -46,6 +133,45 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 json: a.json,
             };
             run_fsync(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Http(a) => {
+            if !a.duration.is_finite() || a.duration <= 0.0 || a.duration > 86_400.0 {
+                return Err("--duration must be a number of seconds in (0, 86400]".into());
+            }
+            let opts = HttpOptions {
+                url: a.url,
+                concurrency: a.concurrency,
+                duration: std::time::Duration::from_secs_f64(a.duration),
+                payload_bytes: a.payload_bytes,
+                namespace: a.namespace,
+                api_key: a.api_key,
+                server_pid: a.server_pid,
+                json: a.json,
+            };
+            run_http(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Delivery(a) => {
+            let d = DeliveryOptions::new(a.quick);
+            let secs = |v: Option<u64>, dflt: std::time::Duration| v.map_or(dflt, std::time::Duration::from_secs);
+            let opts = DeliveryOptions {
+                dir: a.dir,
+                throughput: a.only.as_deref() != Some("delays"),
+                delays: a.only.as_deref() != Some("throughput"),
+                messages: a.messages.unwrap_or(d.messages),
+                duration: std::time::Duration::from_secs(a.duration),
+                concurrency: a.concurrency,
+                partitions: a.partitions,
+                payload_bytes: a.payload_bytes,
+                delay_count: a.delays.unwrap_or(d.delay_count),
+                delay_spread: secs(a.delay_spread_secs, d.delay_spread),
+                delay_lead: secs(a.delay_lead_secs, d.delay_lead),
+                sample: a.sample.unwrap_or(d.sample),
+                json: a.json,
+                ..d
+            };
+            run_delivery(&opts)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod log;
+pub mod replay;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ pub enum Command {
     /// Benchmarks: the disk's fsync limits and the engine against them.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Re-delivers a range of a namespace's log through a running server (admin key).
+    Replay(replay::ReplayArgs),
 }
 
 /// Sets up `tracing` output on stderr.
@@ -57,5 +60,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => serve::run(args),
         Command::Log(cmd) => log::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Replay(args) => replay::run(args),
     }
 }

@@ -168,6 +168,11 @@ impl Config {
             "rate_limits.requests_per_minute" => rates.requests_per_minute = parse(key, v)?,
             "rate_limits.requests_per_hour" => rates.requests_per_hour = parse(key, v)?,
             "rate_limits.burst" => rates.burst = parse(key, v)?,
+            "delivery.enabled" => self.delivery.enabled = parse(key, v)?,
+            "delivery.window" => self.delivery.window = parse(key, v)?,
+            "delivery.park_after_ms" => self.delivery.park_after_ms = parse(key, v)?,
+            "delivery.target_timeout_ms" => self.delivery.target_timeout_ms = parse(key, v)?,
+            "delivery.replay_rate_per_sec" => self.delivery.replay_rate_per_sec = parse(key, v)?,
             _ => {
                 return Err(format!(
                 "`{key}` is not a key that can be set from the environment (see wald.example.toml)"

@@ -11,12 +11,14 @@
 //! repository root; a unit test parses that file so it cannot drift from this code.
 
 mod auth;
+mod delivery;
 mod env;
 mod storage;
 #[cfg(test)]
 mod tests;
 
 pub use auth::{ApiKeyConfig, AuthConfig, KeyIdentity, Keyring, NamespaceAccess, ADMIN_KEY_ID};
+pub use delivery::DeliveryConfig;
 pub use storage::{PreallocateSetting, RecoveryModeSetting, StorageConfig};
 
 use std::collections::HashMap;
@@ -96,6 +98,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[rate_limits]`: per key+namespace limits for namespaces that set none.
     pub rate_limits: RateLimitsConfig,
+    /// `[delivery]`: consumers, target defaults, dead-letter replay pace.
+    pub delivery: DeliveryConfig,
     /// `[[namespaces]]`: namespaces declared in the file, with the JSON (camelCase) field names
     /// and defaults of the namespace API, as written (not normalised; see
     /// [`Config::declared_namespaces`]). Default: none.
@@ -313,6 +317,7 @@ impl Config {
         self.auth.validate()?;
         self.storage.validate()?;
         self.rate_limits.validate()?;
+        self.delivery.validate()?;
         self.declared_namespaces::<Namespace>().map(drop)
     }
 

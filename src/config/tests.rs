@@ -69,6 +69,7 @@ fn example_uncommented_validates_and_matches_the_code() {
     assert_eq!(config.server, expected.server);
     assert_eq!(config.storage, expected.storage);
     assert_eq!(config.rate_limits, expected.rate_limits);
+    assert_eq!(config.delivery, expected.delivery);
     assert_eq!(config.auth.admin_key, None);
     assert_eq!(config.auth.admin_key_sha256, expected.auth.admin_key_sha256);
     assert!(!config.auth.require_api_key);
@@ -124,6 +125,7 @@ fn example_documents_every_key() {
         format!("{:?}", ApiKeyConfig::default()),
         format!("{:?}", StorageConfig::default()),
         format!("{:?}", RateLimitsConfig::default()),
+        format!("{:?}", DeliveryConfig::default()),
     ];
     let mut fields = BTreeSet::new();
     for debug in &sections {
@@ -591,4 +593,21 @@ fn resolve_applies_cli_and_validates() {
     assert_eq!(config.server.data_dir, Path::new("/tmp/x"));
     let err = Config::resolve(None, None, Some("".into()), None).unwrap_err();
     assert_eq!(invalid_key(Err(err)), "server.data_dir");
+}
+
+#[test]
+fn delivery_section_is_validated_naming_the_key() {
+    let c = parse("[delivery]\nwindow = 0\n").unwrap();
+    assert_eq!(invalid_key(c.validate()), "delivery.window");
+    let c = parse("[delivery]\npark_after_ms = 10\n").unwrap();
+    assert_eq!(invalid_key(c.validate()), "delivery.park_after_ms");
+    let c = parse("[delivery]\ntarget_timeout_ms = 400000\n").unwrap();
+    assert_eq!(invalid_key(c.validate()), "delivery.target_timeout_ms");
+    let c = parse("[delivery]\nreplay_rate_per_sec = 0\n").unwrap();
+    assert_eq!(invalid_key(c.validate()), "delivery.replay_rate_per_sec");
+    assert!(parse("[delivery]\nwindwo = 3\n").is_err(), "unknown keys are refused");
+    let c = parse("[delivery]\nenabled = false\nwindow = 64\n").unwrap();
+    c.validate().unwrap();
+    assert!(!c.delivery.enabled);
+    assert_eq!(c.delivery.window, 64);
 }

@@ -27,20 +27,66 @@ impl Modify for Security {
     }
 }
 
+/// Makes every operationId unique, as OpenAPI requires: utoipa names an operation after its
+/// handler, and two resources may both have a `list` or a `read`. In path order, a repeated
+/// id gets its first tag as prefix (`dlq_list`).
+struct UniqueOperationIds;
+
+impl Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut seen = std::collections::HashSet::new();
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in ops.into_iter().flatten() {
+                let Some(id) = op.operation_id.clone() else {
+                    continue;
+                };
+                if seen.insert(id.clone()) {
+                    continue;
+                }
+                let prefix = op
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.first())
+                    .map_or("op", String::as_str);
+                let mut unique = format!("{prefix}_{id}");
+                let mut n = 2;
+                while !seen.insert(unique.clone()) {
+                    unique = format!("{prefix}_{id}_{n}");
+                    n += 1;
+                }
+                op.operation_id = Some(unique);
+            }
+        }
+    }
+}
+
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wald", description = "Write-ahead-log service: durable writes over a segmented, group-committed log."),
     paths(
         super::wal::write, super::wal::get_message, super::wal::namespace_status, super::wal::read_messages,
+        super::ns_metrics::namespace_metrics,
         super::namespaces::create, super::namespaces::list, super::namespaces::read, super::namespaces::replace, super::namespaces::remove,
+        super::dlq::list, super::dlq::read, super::dlq::discard, super::dlq::replay_one, super::dlq::replay_all, super::dlq::replay_log, super::dlq::task,
         super::health::health, super::health::liveness, super::health::readiness, super::health::metrics,
     ),
     components(schemas(super::error::ErrorEnvelope, super::error::ErrorBody, super::error::ErrorMetadata, super::error::ErrorCode,
         crate::model::validate::FieldError)),
-    modifiers(&Security),
+    modifiers(&Security, &UniqueOperationIds),
     tags((name = "wal", description = "Writes and reads"), (name = "namespaces", description = "Namespace administration (admin key)"),
-        (name = "health", description = "Health and metrics"))
+        (name = "health", description = "Health and metrics"),
+        (name = "dlq", description = "Dead-letter queue, replays and tasks (admin key)"))
 )]
 pub struct ApiDoc;
 

@@ -2,10 +2,14 @@
 //! envelope, timeout, body limit, CORS, metrics).
 
 pub mod auth;
+pub mod cors;
+pub mod dlq;
 pub mod docs;
 pub mod error;
+pub mod headers;
 pub mod health;
 pub mod namespaces;
+pub mod ns_metrics;
 pub mod ratelimit;
 pub mod request_id;
 pub mod wal;
@@ -14,11 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::App;
 
@@ -50,59 +52,27 @@ fn namespace_label(path: &str) -> String {
     "-".to_owned()
 }
 
-fn cors(app: &App) -> Option<CorsLayer> {
-    let c = &app.config.server.cors;
-    if !c.enabled() {
-        return None;
-    }
-    let origins = if c.allowed_origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
-            c.allowed_origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
-    };
-    let methods: Vec<Method> = c
-        .allowed_methods
-        .iter()
-        .filter_map(|m| m.parse().ok())
-        .collect();
-    let headers: Vec<axum::http::HeaderName> = c
-        .allowed_headers
-        .iter()
-        .filter_map(|h| h.parse().ok())
-        .collect();
-    Some(
-        CorsLayer::new()
-            .allow_origin(origins)
-            .allow_methods(methods)
-            .allow_headers(headers)
-            .max_age(Duration::from_secs(c.max_age_secs)),
-    )
-}
-
 /// The whole API.
 pub fn router(app: Arc<App>) -> Router {
     let timeout = app.config.server.request_timeout() + Duration::from_secs(1);
     let body_limit = usize::try_from(app.config.server.max_body_bytes).unwrap_or(usize::MAX);
     let mut r = Router::new()
         .merge(wal::router())
+        .merge(ns_metrics::router())
         .merge(namespaces::router())
+        .merge(dlq::router())
         .merge(health::router())
         .merge(docs::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn(headers::limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), count))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             timeout,
         ));
-    if let Some(c) = cors(&app) {
-        r = r.layer(c);
-    }
+    r = cors::apply(r, &app);
     r.layer(middleware::from_fn(error::envelope))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(app)

@@ -64,15 +64,18 @@ fn declared(app: &App, name: &str) -> bool {
 async fn persist_and_install(app: Arc<App>, ns: Namespace) -> Result<Namespace, ApiError> {
     let doc = serde_json::to_vec(&ns).map_err(ApiError::internal)?;
     tokio::task::spawn_blocking(move || -> Result<Namespace, ApiError> {
-        app.state
-            .put_namespace(&ns.name, &doc)
-            .map_err(ApiError::internal)?;
+        // Logs first, registry second: a namespace is only registered (and so reopened at
+        // the next start) once its logs opened.
         app.install(ns.clone()).map_err(|e| {
             ApiError::new(
                 ErrorCode::StorageUnavailable,
-                format!("namespace saved but its logs could not be opened: {e}"),
+                format!("the namespace's logs could not be opened: {e}"),
             )
         })?;
+        if let Err(e) = app.state.put_namespace(&ns.name, &doc) {
+            tracing::error!(namespace = %ns.name, error = %e, "registering the namespace failed");
+            return Err(ApiError::internal(e));
+        }
         Ok(ns)
     })
     .await
@@ -98,6 +101,9 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Namespace>), ApiError> {
     let mut ns = parse(&headers, &body)?;
+    app.delivery
+        .check_targets("targetConfigs", &ns.target_configs)
+        .map_err(ApiError::validation)?;
     if app.namespace(&ns.name).is_some() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -166,6 +172,9 @@ pub async fn replace(
     let name = normalise_namespace_name(&name);
     let current = app.namespace(&name).ok_or_else(|| not_found(&name))?;
     let mut ns = parse(&headers, &body)?;
+    app.delivery
+        .check_targets("targetConfigs", &ns.target_configs)
+        .map_err(ApiError::validation)?;
     let mut errs = Vec::new();
     if ns.name != name {
         errs.push(FieldError {
@@ -213,12 +222,27 @@ pub async fn remove(
         ));
     }
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-        app.uninstall(&name);
+        if let Some(rt) = app.uninstall(&name) {
+            // New requests no longer find it; let the ones in flight and its consumers
+            // (which notice within a loop turn) let go of its logs before they are deleted.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Arc::strong_count(&rt) > 1 || rt.logs.iter().any(|l| Arc::strong_count(l) > 2) {
+                if std::time::Instant::now() >= deadline {
+                    tracing::warn!(namespace = %name, "namespace logs still in use after 10 s; deleting anyway");
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        app.metrics.series.remove(&name);
         app.state
             .delete_namespace(&name)
             .map_err(ApiError::internal)?;
         app.state
             .delete_namespace_data(&name)
+            .map_err(ApiError::internal)?;
+        app.state
+            .delete_delivery_data(&name)
             .map_err(ApiError::internal)?;
         app.engine
             .remove_namespace(&name)

@@ -109,6 +109,11 @@ pub async fn write(
             max_delay_secs: app.config.server.max_delay_secs,
         })
         .map_err(ApiError::validation)?;
+    if let Some(targets) = &v.targets {
+        app.delivery
+            .check_targets("target", targets)
+            .map_err(ApiError::validation)?;
+    }
     match header_key {
         Some(Err(_)) => {
             return Err(ApiError::validation(vec![FieldError {
@@ -175,6 +180,7 @@ pub async fn write(
                 .duplicates
                 .with_label_values(&[v.namespace.as_str()])
                 .inc();
+            app.metrics.series.record_duplicate(&v.namespace, now);
             return Ok((
                 StatusCode::ACCEPTED,
                 Json(WriteToLogResponse {
@@ -224,10 +230,7 @@ pub async fn write(
     ));
     let mut ticket = log
         .try_append(std::slice::from_ref(&record), durability)
-        .map_err(|e| {
-            ns.errors.fetch_add(1, Ordering::Relaxed);
-            ApiError::from(e)
-        })?;
+        .map_err(|e| write_failed(&app, &ns, &v.namespace, e))?;
     let timeout = app.config.server.request_timeout();
     let ids = RecordIds {
         message_id: message_id.clone(),
@@ -243,10 +246,7 @@ pub async fn write(
             },
             a.first_offset,
         ),
-        Ok(Err(e)) => {
-            ns.errors.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::from(e));
-        }
+        Ok(Err(e)) => return Err(write_failed(&app, &ns, &v.namespace, e)),
         Err(_) => {
             // The fsync did not complete in time: the message may or may not become durable.
             // Index it when (if) it does, so it is findable and its key deduplicates.
@@ -275,11 +275,16 @@ pub async fn write(
         }
     };
     index(&app, &v.namespace, partition, offset, ids, now);
+    app.delivery.appended(&v.namespace, partition);
     ns.writes.fetch_add(1, Ordering::Relaxed);
+    let latency = started.elapsed();
     app.metrics
         .write_latency
         .with_label_values(&[v.namespace.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(latency.as_secs_f64());
+    app.metrics
+        .series
+        .record_write(&v.namespace, wald_storage::now_ms(), size, latency);
     Ok((
         StatusCode::ACCEPTED,
         Json(WriteToLogResponse {
@@ -294,6 +299,15 @@ pub async fn write(
             duplicate: false,
         }),
     ))
+}
+
+/// Counts a write the storage refused or failed, and answers it.
+fn write_failed(app: &App, ns: &NamespaceRuntime, name: &str, e: wald_storage::Error) -> ApiError {
+    ns.errors.fetch_add(1, Ordering::Relaxed);
+    app.metrics
+        .series
+        .record_error(name, wald_storage::now_ms());
+    ApiError::from(e)
 }
 
 /// Indexes an appended message. The message is in the log whatever happens here: a failure
@@ -357,15 +371,49 @@ pub struct MessageView {
     /// When it may be delivered (RFC 3339; absent = at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub due_at: Option<String>,
-    /// Delivery status (`pending` until delivery lands).
-    pub status: String,
-    /// Delivery attempts so far.
+    /// Delivery status: `pending`, `scheduled` (delayed), `delivering`, `delivered`,
+    /// `dead_lettered`, `failed`, `expired` or `no_targets`.
+    pub status: crate::delivery::record::MessageStatus,
+    /// Every delivery attempt so far, of every target (each names its `target` and `region`).
     #[schema(value_type = Vec<Object>)]
     pub attempts: Vec<serde_json::Value>,
+    /// Each target's (and so each region's) delivery: status, attempts, next attempt.
+    pub targets: Vec<crate::delivery::record::TargetDelivery>,
 }
 
-fn view(rec: &wald_storage::StoredRecord, partition: u32) -> Result<MessageView, ApiError> {
+/// The delivery record of a message (none yet: pending).
+fn delivery_record(app: &App, namespace: &str, partition: u32, offset: u64) -> crate::delivery::record::DeliveryRecord {
+    app.state
+        .delivery_state(namespace, partition, offset)
+        .ok()
+        .flatten()
+        .and_then(|b| crate::delivery::record::DeliveryRecord::decode(&b).ok())
+        .unwrap_or_default()
+}
+
+fn view(
+    rec: &wald_storage::StoredRecord,
+    partition: u32,
+    delivery: crate::delivery::record::DeliveryRecord,
+) -> Result<MessageView, ApiError> {
     let m = StoredMessage::from_record(rec).map_err(ApiError::internal)?;
+    let attempts = delivery
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.attempts.iter().map(move |a| {
+                serde_json::json!({
+                    "target": t.identifier,
+                    "region": t.region,
+                    "attempt": a.attempt,
+                    "at": rfc3339_ms(a.at_ms),
+                    "durationMs": a.duration_ms,
+                    "error": a.error,
+                    "errorClass": a.error_class,
+                })
+            })
+        })
+        .collect();
     Ok(MessageView {
         message_id: m.message_id,
         namespace: m.namespace,
@@ -380,8 +428,9 @@ fn view(rec: &wald_storage::StoredRecord, partition: u32) -> Result<MessageView,
         idempotency_key: m.idempotency_key,
         accepted_at: rfc3339_ms(m.accepted_at_ms),
         due_at: (rec.due_ms > 0).then(|| rfc3339_ms(rec.due_ms)),
-        status: "pending".into(),
-        attempts: Vec::new(),
+        status: delivery.status,
+        attempts,
+        targets: delivery.targets,
     })
 }
 
@@ -431,7 +480,8 @@ pub async fn get_message(
     if RecordIds::of(&rec).map(|i| i.message_id).ok().as_deref() != Some(message_id.as_str()) {
         return Err(not_found());
     }
-    Ok(Json(view(&rec, loc.partition)?))
+    let delivery = delivery_record(&app, &loc.namespace, loc.partition, loc.offset);
+    Ok(Json(view(&rec, loc.partition, delivery)?))
 }
 
 /// A namespace's state.
@@ -617,7 +667,7 @@ pub async fn read_messages(
     .map_err(ApiError::internal)??;
     let messages = records
         .iter()
-        .map(|r| view(r, partition))
+        .map(|r| view(r, partition, delivery_record(&app, &name, partition, r.offset)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(ReadPage {
         namespace: name,

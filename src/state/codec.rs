@@ -47,15 +47,28 @@ pub const CF_WATERMARKS: &str = "watermarks";
 pub const CF_OFFSETS: &str = "offsets";
 /// Column family: store metadata.
 pub const CF_META: &str = "meta";
+/// Column family: per-message delivery state, by position (not derived: logged writes).
+pub const CF_DELIVERY: &str = "delivery";
+/// Column family: the due-time index of parked (far-delayed) messages.
+pub const CF_DUE: &str = "due";
+/// Column family: consumers' committed offsets.
+pub const CF_CONSUMERS: &str = "consumers";
+/// Column family: the dead-letter queue's index, by namespace and message id.
+pub const CF_DLQ: &str = "dlq";
 
-/// Every column family of format 1.
-pub const ALL_CFS: [&str; 6] = [
+/// Every column family of format 1 (the last four were added with delivery; a store
+/// without them gets them created empty at open).
+pub const ALL_CFS: [&str; 10] = [
     CF_MESSAGES,
     CF_IDEMPOTENCY,
     CF_NAMESPACES,
     CF_WATERMARKS,
     CF_OFFSETS,
     CF_META,
+    CF_DELIVERY,
+    CF_DUE,
+    CF_CONSUMERS,
+    CF_DLQ,
 ];
 
 /// `namespace \0`: the prefix of a namespace's keys in `idempotency`, `watermarks`, `offsets`.

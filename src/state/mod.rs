@@ -54,6 +54,7 @@
 //! `spawn_blocking`. [`StateStore`] is `Send + Sync`; share it in an `Arc`.
 
 pub mod codec;
+pub mod delivery;
 pub mod progress;
 #[cfg(test)]
 mod tests;
@@ -442,6 +443,14 @@ impl StateStore {
         self.db
             .cf_handle(name)
             .ok_or(StateError::MissingColumnFamily { name })
+    }
+
+    /// Whether the store answers reads (readiness): reads its format version.
+    ///
+    /// # Errors
+    /// A RocksDB error, or a store written by a newer wald.
+    pub fn check(&self) -> Result<(), StateError> {
+        self.check_format()
     }
 
     /// The store's directory.

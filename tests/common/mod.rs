@@ -264,3 +264,12 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     let p = d.path().to_path_buf();
     (d, p)
 }
+
+impl Server {
+    /// Resolves the server's shutdown future without waiting for it to stop (`stop` waits).
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

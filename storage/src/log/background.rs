@@ -143,17 +143,25 @@ impl Shared {
     /// Takes leadership (waiting for the current leader), commits anything queued, then
     /// rolls and/or syncs.
     pub(crate) fn maintenance(&self, roll: bool, sync: bool) -> Result<()> {
-        loop {
+        {
             let mut q = lock(&self.queue);
-            if let Some(cause) = &q.poisoned {
-                return Err(self.poison_error(cause));
+            loop {
+                if let Some(cause) = &q.poisoned {
+                    return Err(self.poison_error(cause));
+                }
+                if !q.leader {
+                    q.leader = true;
+                    break;
+                }
+                // The leader signals `lead_free` when it steps down; the timeout is a safety
+                // net, not the mechanism.
+                q.maintenance_waiters += 1;
+                q = self
+                    .lead_free
+                    .wait_timeout(q, Duration::from_millis(50))
+                    .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+                q.maintenance_waiters -= 1;
             }
-            if !q.leader {
-                q.leader = true;
-                break;
-            }
-            drop(q);
-            thread::sleep(Duration::from_micros(200));
         }
         // Drain what is queued (as a leader without a ticket of its own).
         self.lead_keep(None);

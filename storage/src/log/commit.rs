@@ -60,6 +60,8 @@ pub(crate) struct Queue {
     pub(crate) head: usize,
     /// Appenders blocked on a full queue.
     pub(crate) space_waiters: usize,
+    /// Maintenance calls waiting for the leader to step down (see `Shared::lead_free`).
+    pub(crate) maintenance_waiters: usize,
     /// Tickets completed by the previous batch: about how many writers will come back.
     pub(crate) prev_batch_tickets: usize,
     /// A leader is lingering until this many tickets are queued.
@@ -91,6 +93,7 @@ impl Queue {
             closed: false,
             head: 0,
             space_waiters: 0,
+            maintenance_waiters: 0,
             prev_batch_tickets: 0,
             linger_target: None,
         }
@@ -408,9 +411,13 @@ impl Shared {
             None
         };
         let space_waiters = q.space_waiters > 0;
+        let maintenance_waiters = q.maintenance_waiters > 0;
         drop(q);
         if space_waiters {
             self.space.notify_all();
+        }
+        if maintenance_waiters {
+            self.lead_free.notify_all();
         }
         match next {
             Some(Some(t)) => t.unpark(),
@@ -447,7 +454,13 @@ impl Shared {
         let overdue = w.sync_deadline.is_some_and(|d| d <= now);
         if batch.sync || overdue {
             self.sync_locked(w)?;
+            if let Some(o) = self.observer.get() {
+                o.committed(metas.len(), batch.bytes.len(), Some(now.elapsed()));
+            }
             return Ok(true);
+        }
+        if let Some(o) = self.observer.get() {
+            o.committed(metas.len(), batch.bytes.len(), None);
         }
         let limit = batch
             .deadline

@@ -50,27 +50,71 @@ pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 /// A copy of an error for a second receiver (tickets of one failed batch).
 pub(crate) fn clone_error(e: &Error) -> Error {
+    let io = |source: &std::io::Error| match source.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(source.kind(), source.to_string()),
+    };
+    // Every variant explicitly: a caller must see the same kind of error as the first.
     match e {
         Error::Poisoned { dir, cause } => Error::Poisoned {
             dir: dir.clone(),
             cause: Arc::clone(cause),
         },
         Error::Closed { dir } => Error::Closed { dir: dir.clone() },
-        Error::Io { op, path, source } => {
-            let source = match source.raw_os_error() {
-                Some(code) => std::io::Error::from_raw_os_error(code),
-                None => std::io::Error::new(source.kind(), source.to_string()),
-            };
-            Error::Io {
-                op: *op,
-                path: path.clone(),
-                source,
-            }
-        }
-        other => Error::NotALog {
-            path: PathBuf::new(),
-            reason: other.to_string(),
+        Error::Io { op, path, source } => Error::Io {
+            op: *op,
+            path: path.clone(),
+            source: io(source),
         },
+        Error::Corruption {
+            segment,
+            position,
+            offset,
+            reason,
+        } => Error::Corruption {
+            segment: segment.clone(),
+            position: *position,
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        Error::BadHeader { path, reason } => Error::BadHeader {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        Error::NotALog { path, reason } => Error::NotALog {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        Error::Locked { dir, lock, source } => Error::Locked {
+            dir: dir.clone(),
+            lock: lock.clone(),
+            source: io(source),
+        },
+        Error::RecordTooLarge { size, max } => Error::RecordTooLarge {
+            size: *size,
+            max: *max,
+        },
+        Error::OffsetOutOfRange {
+            requested,
+            first,
+            next,
+        } => Error::OffsetOutOfRange {
+            requested: *requested,
+            first: *first,
+            next: *next,
+        },
+        Error::InvalidConfig { key, reason } => Error::InvalidConfig {
+            key,
+            reason: reason.clone(),
+        },
+        Error::QueueFull {
+            pending_bytes,
+            limit,
+        } => Error::QueueFull {
+            pending_bytes: *pending_bytes,
+            limit: *limit,
+        },
+        Error::Record(r) => Error::Record(*r),
     }
 }
 
@@ -124,6 +168,14 @@ pub struct LogCounters {
     pub rolls: AtomicU64,
 }
 
+/// Told about every group commit (metrics): called on the committing thread, outside no
+/// lock callers wait for beyond the writer's; it must be cheap and must not block.
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    /// A batch of `records` records (`bytes` encoded bytes) was written; `fsync` is the
+    /// duration of the fdatasync that covered it, if one ran for it.
+    fn committed(&self, records: usize, bytes: usize, fsync: Option<std::time::Duration>);
+}
+
 /// Everything the log's handles, tickets and threads share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -135,12 +187,16 @@ pub(crate) struct Shared {
     pub(crate) space: Condvar,
     /// Signalled when an append completes the group a lingering leader waits for.
     pub(crate) arrivals: Condvar,
+    /// Signalled when the leader steps down while a maintenance call waits to lead.
+    pub(crate) lead_free: Condvar,
     /// Moving average of write-path fsync latency, in ns (bounds the leader's linger).
     pub(crate) fsync_ewma_ns: AtomicU64,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) view: RwLock<View>,
     pub(crate) bg: background::BgSignal,
     pub(crate) counters: LogCounters,
+    /// Told about every commit (set once, by [`Log::set_observer`]).
+    pub(crate) observer: std::sync::OnceLock<Arc<dyn CommitObserver>>,
     pub(crate) retention_lock: Mutex<()>,
     pub(crate) _lock: Box<dyn LockGuard>,
 }
@@ -222,6 +278,7 @@ impl Log {
             queue: Mutex::new(queue),
             space: Condvar::new(),
             arrivals: Condvar::new(),
+            lead_free: Condvar::new(),
             fsync_ewma_ns: AtomicU64::new(0),
             writer: Mutex::new(Writer {
                 active,
@@ -232,6 +289,7 @@ impl Log {
             view: RwLock::new(view),
             bg: background::BgSignal::default(),
             counters: LogCounters::default(),
+            observer: std::sync::OnceLock::new(),
             retention_lock: Mutex::new(()),
             _lock: guard,
         });
@@ -333,6 +391,11 @@ impl Log {
             bytes,
             poisoned,
         }
+    }
+
+    /// Installs the observer told about every group commit (once; false when one is set).
+    pub fn set_observer(&self, observer: Arc<dyn CommitObserver>) -> bool {
+        self.shared.observer.set(observer).is_ok()
     }
 
     /// The engine's counters.
@@ -483,5 +546,49 @@ impl Shared {
             dir: self.dir.clone(),
             cause: Arc::clone(cause),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_error_keeps_every_variant() {
+        let errors = vec![
+            Error::Closed { dir: "d".into() },
+            Error::Io {
+                op: crate::error::IoOp::Sync,
+                path: "p".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            },
+            Error::Corruption {
+                segment: "s".into(),
+                position: 1,
+                offset: 2,
+                reason: "bad crc".into(),
+            },
+            Error::NotALog {
+                path: "p".into(),
+                reason: "r".into(),
+            },
+            Error::RecordTooLarge { size: 5, max: 4 },
+            Error::OffsetOutOfRange {
+                requested: 9,
+                first: 0,
+                next: 3,
+            },
+            Error::QueueFull {
+                pending_bytes: 10,
+                limit: 5,
+            },
+        ];
+        for e in &errors {
+            let c = clone_error(e);
+            assert_eq!(c.to_string(), e.to_string());
+            assert_eq!(std::mem::discriminant(&c), std::mem::discriminant(e));
+        }
+        let disk_full = clone_error(&errors[1]);
+        assert!(disk_full.is_disk_full(), "the OS error code survives the clone");
     }
 }

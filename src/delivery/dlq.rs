@@ -1,0 +1,434 @@
+//! The dead-letter queue: a log per namespace (`logs/{ns}/dlq`, fsync'd per entry) holding
+//! each message that failed for good with every attempt, plus an index in the state store
+//! (`dlq` column family: status per message id) for listing, replay and discard.
+//!
+//! A replay re-delivers the message (optionally with an edited payload) to the targets that
+//! did not get it, with the namespace's `dlqConfig` retries; when it fails again, a new DLQ
+//! entry with the new attempts is appended before the index moves to it: nothing in the DLQ
+//! is lost by a replay.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+use wald_storage::{now_ms, Durability, Record};
+
+use super::plan::plan;
+use super::record::{DeliveryRecord, MessageStatus, TargetStatus};
+use super::runner::{deliver_until_final, Outgoing};
+use crate::app::App;
+use crate::message::{StoredMessage, H_ID};
+use crate::model::namespace::{BackoffStrategy, RetryPolicy};
+use crate::state::delivery::DeliveryBatch;
+
+/// What can go wrong with the dead-letter queue.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// No such namespace.
+    #[error("namespace {0} not found")]
+    NoNamespace(String),
+    /// The message is not in the namespace's dead-letter queue.
+    #[error("message {0} is not in the dead-letter queue")]
+    NotFound(String),
+    /// The entry is being replayed or was resolved already.
+    #[error("message {id} is {status:?} in the dead-letter queue, not pending")]
+    NotPending {
+        /// The message id.
+        id: String,
+        /// Its status.
+        status: DlqStatus,
+    },
+    /// The DLQ log refused the entry (disk full, fsync failure).
+    #[error("dead-letter log: {0}")]
+    Log(#[from] wald_storage::Error),
+    /// The DLQ log could not be opened.
+    #[error("dead-letter log: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+    /// The state store.
+    #[error("state store: {0}")]
+    State(#[from] crate::state::StateError),
+    /// An entry that is not what this module writes.
+    #[error("dead-letter entry of {id} is corrupt: {reason}")]
+    Corrupt {
+        /// The message id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Where a dead-letter entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DlqStatus {
+    /// Waiting for an operator.
+    Pending,
+    /// A replay is running.
+    Replaying,
+    /// A replay delivered it.
+    Replayed,
+    /// An operator discarded it.
+    Discarded,
+}
+
+/// A dead-letter entry as stored in the DLQ log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DlqEntry {
+    /// The message, as written (its payload edited by a replay that changed it).
+    #[schema(value_type = Object)]
+    pub message: StoredMessage,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// When it (last) arrived in the DLQ, ms since the epoch.
+    pub dead_lettered_at_ms: u64,
+    /// The last errors of the targets that failed.
+    pub reason: String,
+    /// Every target's attempts and outcome.
+    pub delivery: DeliveryRecord,
+    /// Replays that failed before this entry.
+    pub replays: u32,
+}
+
+/// The index record of a dead-letter entry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DlqIndex {
+    /// Where the entry is.
+    pub status: DlqStatus,
+    /// The entry's offset in the DLQ log.
+    pub dlq_offset: u64,
+    /// When it (last) arrived, ms since the epoch.
+    pub dead_lettered_at_ms: u64,
+    /// When the status last changed, ms since the epoch.
+    pub updated_at_ms: u64,
+    /// Replays that failed.
+    pub replays: u32,
+    /// The reason it is here.
+    pub reason: String,
+}
+
+fn index(app: &App, ns: &str, id: &str) -> Result<Option<DlqIndex>, DlqError> {
+    match app.state.get_dlq(ns, id)? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| DlqError::Corrupt {
+                id: id.to_owned(),
+                reason: e.to_string(),
+            }),
+    }
+}
+
+fn put_index(app: &App, ns: &str, id: &str, ix: &DlqIndex) -> Result<(), DlqError> {
+    let bytes = serde_json::to_vec(ix).map_err(|e| DlqError::Corrupt {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(app.state.put_dlq(ns, id, &bytes, true)?)
+}
+
+/// Appends a dead-letter entry (fsync'd) and indexes it as pending. Logs a warning and
+/// counts the arrival (the alerting hook) when the namespace alerts on DLQ.
+///
+/// # Errors
+/// The DLQ log or the state store failed: the message is not resolved.
+pub async fn dead_letter(
+    app: &Arc<App>,
+    msg: &StoredMessage,
+    partition: u32,
+    offset: u64,
+    delivery: &DeliveryRecord,
+    reason: &str,
+    replays: u32,
+) -> Result<u64, DlqError> {
+    let ns = msg.namespace.as_str();
+    let now = now_ms();
+    let entry = DlqEntry {
+        message: msg.clone(),
+        partition,
+        offset,
+        dead_lettered_at_ms: now,
+        reason: reason.to_owned(),
+        delivery: delivery.clone(),
+        replays,
+    };
+    let payload = serde_json::to_vec(&entry).map_err(|e| DlqError::Corrupt {
+        id: msg.message_id.clone(),
+        reason: e.to_string(),
+    })?;
+    let record = Record {
+        key: msg.message_id.clone().into_bytes(),
+        headers: vec![(H_ID.to_owned(), msg.message_id.clone().into_bytes())],
+        payload,
+        due_ms: 0,
+    };
+    let log = app.engine.dlq(ns)?;
+    let appended = log.append(&[record], Durability::Sync)?.await?;
+    let dlq_offset = appended.first_offset;
+    put_index(
+        app,
+        ns,
+        &msg.message_id,
+        &DlqIndex {
+            status: DlqStatus::Pending,
+            dlq_offset,
+            dead_lettered_at_ms: now,
+            updated_at_ms: now,
+            replays,
+            reason: reason.to_owned(),
+        },
+    )?;
+    app.delivery.metrics.dlq_arrivals.with_label_values(&[ns]).inc();
+    app.delivery.metrics.dlq_size.with_label_values(&[ns]).inc();
+    let alert = app
+        .namespace(ns)
+        .is_none_or(|n| n.spec.dlq_config.alert_on_dlq);
+    if alert {
+        tracing::warn!(namespace = ns, message_id = %msg.message_id, partition, offset, reason, "message sent to the dead-letter queue");
+    }
+    Ok(dlq_offset)
+}
+
+/// Reads the entry an index record points at.
+///
+/// # Errors
+/// The DLQ log cannot be read, or the entry is not one.
+pub fn read_entry(app: &App, ns: &str, id: &str, ix: &DlqIndex) -> Result<DlqEntry, DlqError> {
+    let log = app.engine.dlq(ns)?;
+    let corrupt = |reason: String| DlqError::Corrupt {
+        id: id.to_owned(),
+        reason,
+    };
+    let rec = log
+        .read_from(ix.dlq_offset)?
+        .next()
+        .ok_or_else(|| corrupt(format!("offset {} is past the DLQ log's end", ix.dlq_offset)))??;
+    if rec.offset != ix.dlq_offset {
+        return Err(corrupt(format!("offset {} is no longer in the DLQ log", ix.dlq_offset)));
+    }
+    serde_json::from_slice(&rec.payload).map_err(|e| corrupt(e.to_string()))
+}
+
+/// One entry, for the API.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DlqItem {
+    /// The message id.
+    pub message_id: String,
+    /// The index record.
+    #[serde(flatten)]
+    pub index: DlqIndex,
+    /// The entry (absent in listings unless asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<DlqEntry>,
+}
+
+/// A namespace's entries with `status` (any when `None`) that arrived in `[from, to)`,
+/// oldest first, after `after` (a message id cursor), at most `limit`.
+///
+/// # Errors
+/// The state store.
+pub fn list(
+    app: &App,
+    ns: &str,
+    status: Option<DlqStatus>,
+    from_ms: u64,
+    to_ms: u64,
+    limit: usize,
+    with_entries: bool,
+) -> Result<Vec<DlqItem>, DlqError> {
+    let mut items = Vec::new();
+    for (id, bytes) in app.state.list_dlq(ns)? {
+        let ix: DlqIndex = serde_json::from_slice(&bytes).map_err(|e| DlqError::Corrupt {
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
+        if status.is_some_and(|s| s != ix.status)
+            || ix.dead_lettered_at_ms < from_ms
+            || ix.dead_lettered_at_ms >= to_ms
+        {
+            continue;
+        }
+        items.push(DlqItem {
+            message_id: id,
+            index: ix,
+            entry: None,
+        });
+    }
+    items.sort_by(|a, b| {
+        (a.index.dead_lettered_at_ms, &a.message_id).cmp(&(b.index.dead_lettered_at_ms, &b.message_id))
+    });
+    items.truncate(limit);
+    if with_entries {
+        for it in &mut items {
+            it.entry = Some(read_entry(app, ns, &it.message_id, &it.index)?);
+        }
+    }
+    Ok(items)
+}
+
+/// One entry with its content.
+///
+/// # Errors
+/// [`DlqError::NotFound`], or the store/log.
+pub fn get(app: &App, ns: &str, id: &str) -> Result<DlqItem, DlqError> {
+    let ix = index(app, ns, id)?.ok_or_else(|| DlqError::NotFound(id.to_owned()))?;
+    let entry = read_entry(app, ns, id, &ix)?;
+    Ok(DlqItem {
+        message_id: id.to_owned(),
+        index: ix,
+        entry: Some(entry),
+    })
+}
+
+/// Discards a pending entry (recorded, synced).
+///
+/// # Errors
+/// [`DlqError::NotFound`], [`DlqError::NotPending`], or the store.
+pub fn discard(app: &App, ns: &str, id: &str) -> Result<DlqIndex, DlqError> {
+    let mut ix = index(app, ns, id)?.ok_or_else(|| DlqError::NotFound(id.to_owned()))?;
+    if ix.status != DlqStatus::Pending {
+        return Err(DlqError::NotPending {
+            id: id.to_owned(),
+            status: ix.status,
+        });
+    }
+    ix.status = DlqStatus::Discarded;
+    ix.updated_at_ms = now_ms();
+    put_index(app, ns, id, &ix)?;
+    app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
+    tracing::info!(namespace = ns, message_id = id, "dead-letter entry discarded");
+    Ok(ix)
+}
+
+/// Starts replaying a pending entry (optionally with a new payload): marks it replaying and
+/// returns at once; the replay runs in the background.
+///
+/// # Errors
+/// [`DlqError::NotFound`], [`DlqError::NotPending`], or the store/log.
+pub fn start_replay(
+    app: &Arc<App>,
+    ns: &str,
+    id: &str,
+    payload: Option<Box<RawValue>>,
+) -> Result<(DlqIndex, tokio::task::JoinHandle<bool>), DlqError> {
+    let mut ix = index(app, ns, id)?.ok_or_else(|| DlqError::NotFound(id.to_owned()))?;
+    if ix.status != DlqStatus::Pending {
+        return Err(DlqError::NotPending {
+            id: id.to_owned(),
+            status: ix.status,
+        });
+    }
+    let mut entry = read_entry(app, ns, id, &ix)?;
+    if let Some(p) = payload {
+        entry.message.payload = p;
+    }
+    ix.status = DlqStatus::Replaying;
+    ix.updated_at_ms = now_ms();
+    put_index(app, ns, id, &ix)?;
+    let app2 = Arc::clone(app);
+    let (ns2, id2) = (ns.to_owned(), id.to_owned());
+    let handle = tokio::spawn(async move {
+        match replay(&app2, &ns2, &id2, entry).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::error!(namespace = %ns2, message_id = %id2, error = %e, "dead-letter replay failed");
+                false
+            }
+        }
+    });
+    Ok((ix, handle))
+}
+
+/// The replay itself: true when every target got the message.
+async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<bool, DlqError> {
+    let nsrt = app
+        .namespace(ns)
+        .ok_or_else(|| DlqError::NoNamespace(ns.to_owned()))?;
+    let plan = plan(&entry.message, &nsrt.spec).map_err(|reason| DlqError::Corrupt {
+        id: id.to_owned(),
+        reason,
+    })?;
+    let dlq = &nsrt.spec.dlq_config;
+    let policy = RetryPolicy {
+        max_attempts: dlq.max_retries,
+        backoff_strategy: BackoffStrategy::Constant,
+        initial_delay_ms: dlq.retry_backoff_ms,
+        max_delay_ms: dlq.retry_backoff_ms,
+        jitter_ms: 0,
+        retryable_error_codes: None,
+    };
+    let mut record = entry.delivery.clone();
+    if record.targets.len() != plan.targets.len() {
+        record.targets = plan
+            .targets
+            .iter()
+            .map(|t| super::record::TargetDelivery::new(&t.identifier, t.region.as_deref()))
+            .collect();
+    }
+    for t in &mut record.targets {
+        if t.status != TargetStatus::Delivered {
+            t.status = TargetStatus::Pending;
+        }
+    }
+    let out = Outgoing {
+        message_id: Arc::from(id),
+        namespace: Arc::from(ns),
+        partition: entry.partition,
+        offset: entry.offset,
+        payload: Arc::from(entry.message.payload.get().as_bytes()),
+        accepted_at_ms: entry.message.accepted_at_ms,
+    };
+    deliver_until_final(
+        &app.delivery,
+        &out,
+        &plan.targets,
+        &policy,
+        &mut record.targets,
+        TargetStatus::DeadLettered,
+    )
+    .await;
+    let delivered = record.targets.iter().all(|t| t.status == TargetStatus::Delivered);
+    record.status = if delivered {
+        MessageStatus::Delivered
+    } else {
+        MessageStatus::DeadLettered
+    };
+    record.updated_at_ms = now_ms();
+    if delivered {
+        let mut ix = index(app, ns, id)?.ok_or_else(|| DlqError::NotFound(id.to_owned()))?;
+        ix.status = DlqStatus::Replayed;
+        ix.updated_at_ms = now_ms();
+        put_index(app, ns, id, &ix)?;
+        app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
+        tracing::info!(namespace = ns, message_id = id, "dead-letter replay delivered the message");
+    } else {
+        // Back to the DLQ with the new attempts (a new entry; the index moves to it).
+        let reason = format!("replay {} failed", entry.replays + 1);
+        app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
+        dead_letter(app, &entry.message, entry.partition, entry.offset, &record, &reason, entry.replays + 1).await?;
+    }
+    // The message's own delivery record shows the replay's attempts and outcome.
+    let mut b = DeliveryBatch::default();
+    b.put_state(ns, entry.partition, entry.offset, record.encode());
+    app.state.write_delivery(b, false)?;
+    Ok(delivered)
+}
+
+/// Recounts the pending entries of every namespace into the `dlq_size` gauge (at start).
+pub fn refresh_size(app: &App) {
+    for ns in app.all_namespaces() {
+        let name = ns.spec.name.as_str();
+        if let Ok(items) = list(app, name, Some(DlqStatus::Pending), 0, u64::MAX, usize::MAX, false) {
+            app.delivery
+                .metrics
+                .dlq_size
+                .with_label_values(&[name])
+                .set(i64::try_from(items.len()).unwrap_or(i64::MAX));
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Starts a consumer for every partition of every namespace, and again for namespaces and
+//! partitions that appear later; stops them all at shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::consumer::Consumer;
+use crate::app::App;
+
+/// How often the set of namespaces is looked at.
+const RECONCILE: Duration = Duration::from_millis(500);
+
+/// Runs consumers until `shutdown` turns true, then waits for them to stop. Does nothing
+/// when `[delivery] enabled = false`.
+pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if !app.delivery.config.enabled {
+            tracing::info!("delivery is disabled ([delivery] enabled = false)");
+            return;
+        }
+        super::dlq::refresh_size(&app);
+        let mut running: HashMap<(String, u32), JoinHandle<()>> = HashMap::new();
+        let mut stop = shutdown.clone();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            running.retain(|_, h| !h.is_finished());
+            for ns in app.all_namespaces() {
+                for (p, log) in ns.logs.iter().enumerate() {
+                    let p = u32::try_from(p).unwrap_or(u32::MAX);
+                    let key = (ns.spec.name.clone(), p);
+                    if running.contains_key(&key) {
+                        continue;
+                    }
+                    let wake = app.delivery.wake_handle(&key.0, p);
+                    match Consumer::new(Arc::clone(&app), &key.0, p, Arc::clone(log), wake) {
+                        Ok(c) => {
+                            running.insert(key, tokio::spawn(c.run(shutdown.clone())));
+                        }
+                        Err(e) => {
+                            tracing::error!(namespace = %key.0, partition = p, error = %e, "cannot start the consumer; retrying");
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RECONCILE) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        for (_, h) in running {
+            let _ = h.await;
+        }
+        tracing::info!("consumers stopped");
+    })
+}

@@ -1,0 +1,330 @@
+//! Target adapters behind one trait: each delivers one message to one system and classifies
+//! its failures as retryable or permanent.
+
+pub mod file;
+pub mod http;
+pub mod memory;
+pub mod postgres;
+pub mod redis;
+
+mod cache_op;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::model::target::{CacheType, DatabaseType, TargetConfig, TargetSettings, TargetType};
+use crate::model::validate::FieldError;
+
+pub use memory::MemoryCache;
+
+/// One delivery attempt of one message to one target.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// The message id (receivers use it as an idempotency key).
+    pub message_id: &'a str,
+    /// The namespace.
+    pub namespace: &'a str,
+    /// The partition the message is in.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The client's payload, exactly as sent (a JSON object).
+    pub payload: &'a [u8],
+    /// When the message was accepted (ms since the epoch).
+    pub accepted_at_ms: u64,
+}
+
+/// What kind of failure an attempt met (the names the retry policy's `retryableErrorCodes`
+/// and the metrics use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The target did not answer in time.
+    Timeout,
+    /// Connecting failed or the connection broke.
+    Connection,
+    /// HTTP 408.
+    RequestTimeout,
+    /// HTTP 429.
+    TooManyRequests,
+    /// HTTP 5xx.
+    Server,
+    /// HTTP 4xx other than 408/429.
+    Client,
+    /// The payload cannot be applied to this target (missing key, wrong shape...).
+    BadPayload,
+    /// The target's configuration cannot work.
+    Config,
+    /// The target system answered with an error (Redis, PostgreSQL...).
+    Remote,
+    /// A local I/O error (file target).
+    Io,
+}
+
+impl ErrorClass {
+    /// The class's name: `timeout`, `connection`, `408`, `429`, `5xx`, `4xx`, `bad_payload`,
+    /// `config`, `remote`, `io`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connection => "connection",
+            Self::RequestTimeout => "408",
+            Self::TooManyRequests => "429",
+            Self::Server => "5xx",
+            Self::Client => "4xx",
+            Self::BadPayload => "bad_payload",
+            Self::Config => "config",
+            Self::Remote => "remote",
+            Self::Io => "io",
+        }
+    }
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", class.as_str())]
+pub struct TargetError {
+    /// What kind of failure.
+    pub class: ErrorClass,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+    /// A human-readable description (status line, server message).
+    pub message: String,
+    /// The wait the target asked for (HTTP `Retry-After`), if any.
+    pub retry_after: Option<Duration>,
+}
+
+impl TargetError {
+    /// A failure another attempt may cure.
+    #[must_use]
+    pub fn retryable(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            retryable: true,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A failure no retry will cure.
+    #[must_use]
+    pub fn permanent(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            retryable: false,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// The future of one attempt.
+pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TargetError>> + Send + 'a>>;
+
+/// A target adapter: delivers one message per call. Implementations are cheap to share
+/// (`Arc<dyn Target>`), hold their connections, and never panic on a target's answer.
+pub trait Target: Send + Sync + std::fmt::Debug {
+    /// Delivers one message. The adapter enforces its own timeout.
+    fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> DeliverFuture<'a>;
+}
+
+/// The shared HTTP client of all HTTP and webhook targets (hyper 1, plain HTTP/1.1).
+pub type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
+/// What targets share: one HTTP client (one connection pool), the default timeout, the
+/// in-memory cache, and one Redis connection per (host, port, database) and one PostgreSQL
+/// connection per (host, port, database, user), whatever the number of targets using them.
+pub struct TargetContext {
+    http: HttpClient,
+    default_timeout: Duration,
+    memory: Arc<MemoryCache>,
+    redis: Mutex<HashMap<self::redis::ServerKey, Arc<self::redis::RedisConn>>>,
+    postgres: Mutex<HashMap<self::postgres::ServerKey, Arc<self::postgres::PgConn>>>,
+}
+
+impl std::fmt::Debug for TargetContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetContext")
+            .field("default_timeout", &self.default_timeout)
+            .field("memory_keys", &self.memory.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TargetContext {
+    /// A context whose targets time out after `default_timeout` unless their config says
+    /// otherwise (`timeoutMs`), and whose `in_memory` cache targets write into `memory`.
+    /// Needs no runtime; connections are opened on first use (inside the runtime).
+    #[must_use]
+    pub fn new(default_timeout: Duration, memory: Arc<MemoryCache>) -> Self {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(default_timeout));
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(64)
+                .build(connector);
+        Self {
+            http,
+            default_timeout,
+            memory,
+            redis: Mutex::new(HashMap::new()),
+            postgres: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The shared HTTP client.
+    #[must_use]
+    pub fn http_client(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// The timeout of targets that set none.
+    #[must_use]
+    pub fn default_timeout(&self) -> Duration {
+        self.default_timeout
+    }
+
+    /// The in-memory cache `in_memory` targets write into.
+    #[must_use]
+    pub fn memory(&self) -> &Arc<MemoryCache> {
+        &self.memory
+    }
+
+    /// The shared connection to a Redis server and database (created on first request).
+    fn redis_conn(&self, key: self::redis::ServerKey) -> Arc<self::redis::RedisConn> {
+        let mut map = self.redis.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            map.entry(key.clone())
+                .or_insert_with(|| Arc::new(self::redis::RedisConn::new(key))),
+        )
+    }
+
+    /// The shared connection to a PostgreSQL database as a user (created on first request).
+    fn postgres_conn(
+        &self,
+        key: &self::postgres::ServerKey,
+        password: Option<&str>,
+    ) -> Arc<self::postgres::PgConn> {
+        let mut map = self.postgres.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            map.entry(key.clone())
+                .or_insert_with(|| Arc::new(self::postgres::PgConn::new(key, password))),
+        )
+    }
+}
+
+/// Builds the adapter of a target, checking its config (errors name the field from the
+/// target: `config.url`, `config.type`, `type`). Connections are opened on first delivery,
+/// so a server that is down does not fail the build (its deliveries fail, retryable).
+pub fn build(cfg: &TargetConfig, ctx: &TargetContext) -> Result<Arc<dyn Target>, Vec<FieldError>> {
+    let settings = cfg.settings()?;
+    match settings {
+        TargetSettings::Http(c) => Ok(Arc::new(http::HttpTarget::new(&c, ctx)?)),
+        TargetSettings::Cache(c) => match c.kind {
+            CacheType::Redis => Ok(Arc::new(self::redis::RedisTarget::new(
+                &c,
+                &cfg.config,
+                ctx,
+            )?)),
+            CacheType::InMemory => Ok(Arc::new(memory::MemoryTarget::new(&c, ctx))),
+            CacheType::Memcached | CacheType::Elasticache => Err(vec![FieldError::new(
+                "config.type",
+                "this cache type is not supported by this build (use `redis` or `in_memory`)",
+            )]),
+        },
+        TargetSettings::Database(c) => match c.kind {
+            DatabaseType::Postgresql => Ok(Arc::new(self::postgres::PostgresTarget::new(
+                &c,
+                &cfg.config,
+                ctx,
+            )?)),
+            _ => Err(vec![FieldError::new(
+                "config.type",
+                "this database type is not supported by this build (use `postgresql`)",
+            )]),
+        },
+        TargetSettings::File(c) => Ok(Arc::new(file::FileTarget::new(&c))),
+        TargetSettings::Other(_) => Err(vec![FieldError::new(
+            "type",
+            format!(
+                "target type `{}` is not supported by this build",
+                match cfg.kind {
+                    TargetType::GrpcService => "grpc_service",
+                    TargetType::Queue => "queue",
+                    _ => "?",
+                }
+            ),
+        )]),
+    }
+}
+
+/// An optional string field of a raw `config` object (fields the typed configs do not know).
+pub(crate) fn extra_str<'a>(
+    config: &'a Map<String, Value>,
+    field: &str,
+    errs: &mut Vec<FieldError>,
+) -> Option<&'a str> {
+    match config.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => {
+            errs.push(FieldError::new(
+                format!("config.{field}"),
+                "must be a string",
+            ));
+            None
+        }
+    }
+}
+
+/// An optional timeout in milliseconds (1 to 300000) of a raw `config` object.
+pub(crate) fn extra_timeout(
+    config: &Map<String, Value>,
+    errs: &mut Vec<FieldError>,
+) -> Option<Duration> {
+    let v = config.get("timeoutMs").filter(|v| !v.is_null())?;
+    if let Some(ms @ 1..=300_000) = v.as_u64() {
+        Some(Duration::from_millis(ms))
+    } else {
+        errs.push(FieldError::new(
+            "config.timeoutMs",
+            "must be an integer between 1 and 300000",
+        ));
+        None
+    }
+}
+
+/// Runs `fut` with a deadline; past it, a retryable [`ErrorClass::Timeout`].
+pub(crate) async fn with_timeout<T>(
+    timeout: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, TargetError>>,
+) -> Result<T, TargetError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(TargetError::retryable(
+            ErrorClass::Timeout,
+            format!("{what}: no answer within {} ms", timeout.as_millis()),
+        )),
+    }
+}
+
+/// The current time in whole seconds since the epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

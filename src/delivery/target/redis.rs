@@ -1,0 +1,229 @@
+//! The Redis `cache` target: the seeds' operations (SET with optional TTL, DEL, EXPIRE, HSET;
+//! see `cache_op`) with the target's key prefix, database and default TTL.
+//!
+//! Targets on the same server and database share one multiplexed connection, opened on first
+//! use and reopened after it breaks. Every command runs under the target's timeout (config
+//! `timeoutMs`, else the service's). Connection failures and timeouts are retryable; error
+//! replies are permanent, except `LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`
+//! and `READONLY` (a server starting, busy or failing over). Optional extra config fields:
+//! `username`, `password` (AUTH).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError};
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use super::cache_op::{self, CacheOp};
+use super::{
+    extra_str, extra_timeout, with_timeout, DeliverFuture, Delivery, ErrorClass, Target,
+    TargetContext, TargetError,
+};
+use crate::model::target::CacheTargetConfig;
+use crate::model::validate::FieldError;
+
+/// What identifies a shared Redis connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ServerKey {
+    host: String,
+    port: u16,
+    db: u8,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// One lazily opened, shared connection to a Redis server and database.
+pub(crate) struct RedisConn {
+    key: ServerKey,
+    conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConn")
+            .field("host", &self.key.host)
+            .field("port", &self.key.port)
+            .field("db", &self.key.db)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConn {
+    pub(crate) fn new(key: ServerKey) -> Self {
+        Self {
+            key,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The open connection, opening it when there is none.
+    async fn get(&self, timeout: Duration) -> Result<MultiplexedConnection, TargetError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let k = &self.key;
+        let mut redis_info = ::redis::RedisConnectionInfo::default().set_db(i64::from(k.db));
+        if let Some(u) = &k.username {
+            redis_info = redis_info.set_username(u);
+        }
+        if let Some(p) = &k.password {
+            redis_info = redis_info.set_password(p);
+        }
+        let info = ConnectionAddr::Tcp(k.host.clone(), k.port)
+            .into_connection_info()
+            .map_err(|e| classify(&e))?
+            .set_redis_settings(redis_info);
+        let client = ::redis::Client::open(info).map_err(|e| classify(&e))?;
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(timeout));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| {
+                let mut err = classify(&e);
+                err.message = format!("redis {}:{}: {}", k.host, k.port, err.message);
+                err
+            })?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the connection (it broke); the next command opens a new one.
+    async fn reset(&self) {
+        *self.conn.lock().await = None;
+    }
+}
+
+/// The outcome of a Redis error.
+fn classify(e: &RedisError) -> TargetError {
+    let msg = e.to_string();
+    if e.is_timeout() {
+        return TargetError::retryable(ErrorClass::Timeout, msg);
+    }
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return TargetError::retryable(ErrorClass::Connection, msg);
+    }
+    match e.code() {
+        Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "READONLY") => {
+            TargetError::retryable(ErrorClass::Remote, msg)
+        }
+        Some(_) => TargetError::permanent(ErrorClass::Remote, msg),
+        None => match e.kind() {
+            ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => {
+                TargetError::permanent(ErrorClass::Config, msg)
+            }
+            _ => TargetError::permanent(ErrorClass::Remote, msg),
+        },
+    }
+}
+
+/// A `cache` target of type `redis`.
+#[derive(Debug)]
+pub struct RedisTarget {
+    conn: Arc<RedisConn>,
+    prefix: String,
+    default_ttl: Option<u64>,
+    timeout: Duration,
+}
+
+impl RedisTarget {
+    /// Builds the target on the context's shared connection to its server and database
+    /// (`host` and `port` were checked present by the config's own validation).
+    pub fn new(
+        cfg: &CacheTargetConfig,
+        raw: &Map<String, Value>,
+        ctx: &TargetContext,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let username = extra_str(raw, "username", &mut errs).map(str::to_owned);
+        let password = extra_str(raw, "password", &mut errs).map(str::to_owned);
+        let timeout = extra_timeout(raw, &mut errs).unwrap_or(ctx.default_timeout());
+        if cfg.host.is_none() {
+            errs.push(FieldError::new(
+                "config.host",
+                "is required for this cache type",
+            ));
+        }
+        if cfg.port.is_none() {
+            errs.push(FieldError::new(
+                "config.port",
+                "is required for this cache type",
+            ));
+        }
+        let (Some(host), Some(port), true) = (cfg.host.clone(), cfg.port, errs.is_empty()) else {
+            return Err(errs);
+        };
+        let key = ServerKey {
+            host,
+            port,
+            db: cfg.database.unwrap_or(0),
+            username,
+            password,
+        };
+        Ok(Self {
+            conn: ctx.redis_conn(key),
+            prefix: cfg.key_prefix.clone().unwrap_or_default(),
+            default_ttl: cfg.ttl_seconds,
+            timeout,
+        })
+    }
+
+    async fn run(&self, op: &CacheOp) -> Result<(), TargetError> {
+        let mut conn = self.conn.get(self.timeout).await?;
+        let result = match op {
+            CacheOp::Set { key, value, ttl } => {
+                let mut c = ::redis::cmd("SET");
+                c.arg(key).arg(value);
+                if let Some(t) = ttl {
+                    c.arg("EX").arg(*t);
+                }
+                c.query_async::<::redis::Value>(&mut conn).await
+            }
+            CacheOp::Del { key } => {
+                ::redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<::redis::Value>(&mut conn)
+                    .await
+            }
+            CacheOp::Expire { key, ttl } => {
+                ::redis::cmd("EXPIRE")
+                    .arg(key)
+                    .arg(*ttl)
+                    .query_async::<::redis::Value>(&mut conn)
+                    .await
+            }
+            CacheOp::HSet { key, fields, ttl } => {
+                let mut pipe = ::redis::pipe();
+                pipe.atomic();
+                let hset = pipe.cmd("HSET").arg(key);
+                for (f, v) in fields {
+                    hset.arg(f).arg(v);
+                }
+                hset.ignore();
+                if let Some(t) = ttl {
+                    pipe.cmd("EXPIRE").arg(key).arg(*t).ignore();
+                }
+                pipe.query_async::<::redis::Value>(&mut conn).await
+            }
+        };
+        result.map(|_| ()).map_err(|e| classify(&e))
+    }
+}
+
+impl Target for RedisTarget {
+    fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            let op = cache_op::parse(delivery.payload, &self.prefix, self.default_ttl)?;
+            let result = with_timeout(self.timeout, "redis", self.run(&op)).await;
+            if let Err(e) = &result {
+                if matches!(e.class, ErrorClass::Connection | ErrorClass::Timeout) {
+                    // A broken or stuck connection: the next attempt opens a new one.
+                    self.conn.reset().await;
+                }
+            }
+            result
+        })
+    }
+}

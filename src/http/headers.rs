@@ -1,0 +1,76 @@
+//! The request header limit, answered with the error envelope.
+//!
+//! hyper refuses a header section larger than its read buffer with a bare 431 (no body) and
+//! closes the connection. The server raises that buffer to [`HYPER_MAX_BUF_BYTES`] (see
+//! [`crate::server`]) so that sections up to that size reach the router, and this layer
+//! enforces the service's own limit, [`MAX_HEADER_BYTES`], with a 431 in the envelope that
+//! names the limit. Only a section larger than hyper's buffer (or with more than 100
+//! headers) still gets hyper's bare 431.
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::{ApiError, ErrorCode};
+
+/// Most bytes a request's header section may take: the request line plus every
+/// `name: value\r\n`.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// hyper's read buffer per connection (its default is about 400 KiB): larger header
+/// sections get hyper's bare 431.
+pub const HYPER_MAX_BUF_BYTES: usize = 1024 * 1024;
+
+/// The size of a request's header section as it was sent (HTTP/1.1 framing).
+#[must_use]
+pub fn header_section_bytes(req: &Request) -> usize {
+    // "METHOD SP target SP HTTP/1.1 CRLF"
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + 12;
+    req.headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// Middleware: a header section over [`MAX_HEADER_BYTES`] answers 431 `HEADER_TOO_LARGE`.
+pub async fn limit(req: Request, next: Next) -> Response {
+    let size = header_section_bytes(&req);
+    if size > MAX_HEADER_BYTES {
+        let largest = req
+            .headers()
+            .iter()
+            .max_by_key(|(n, v)| n.as_str().len() + v.len())
+            .map(|(n, _)| n.as_str().to_owned());
+        return ApiError::new(
+            ErrorCode::HeaderTooLarge,
+            format!("request headers take {size} bytes; the limit is {MAX_HEADER_BYTES}"),
+        )
+        .with_details(serde_json::json!({
+            "actualSize": size,
+            "maxSize": MAX_HEADER_BYTES,
+            "largestHeader": largest,
+        }))
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_request_line_and_every_header() {
+        let req = Request::builder()
+            .method("GET")
+            .uri("/a?b=1")
+            .header("x-k", "vv")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        // "GET /a?b=1 HTTP/1.1\r\n" = 21, "x-k: vv\r\n" = 9
+        assert_eq!(header_section_bytes(&req), 21 + 9);
+    }
+}

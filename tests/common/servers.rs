@@ -1,0 +1,245 @@
+//! Real Redis and PostgreSQL servers for tests: each on 127.0.0.1 on a port picked here, in its
+//! own temporary directory, killed by PID and removed when its guard drops (also when the
+//! test panics). The binaries are installed by `./scripts/test.sh`; a test that finds them
+//! missing fails and says so.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's PostgreSQL 15 server binaries are.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A port nothing listens on right now (bound to :0, then closed).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn find_binary(name: &str, dirs: &[&str]) -> PathBuf {
+    for d in dirs {
+        let p = Path::new(d).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` was not found (looked in {dirs:?}): the real-server tests need Redis and \
+         PostgreSQL installed; run ./scripts/test.sh, which installs them \
+         (apt-get install -y redis-server postgresql)"
+    );
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} exited ({status}) before listening on {port}:\n{out}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on 127.0.0.1:{port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Stops `child`: `sig` first, SIGKILL after `grace`.
+fn stop_child(child: &mut Child, sig: &str, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    signal(child.id(), sig);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A running `redis-server` (no persistence).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one on a free port; panics (saying how to install it) when it is missing.
+    pub fn start() -> Self {
+        let bin = find_binary("redis-server", &["/usr/bin", "/usr/local/bin", "/usr/sbin"]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = dir.path().join("redis.log");
+        let mut child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        wait_for_port(port, &mut child, "redis-server", &log);
+        Self {
+            port,
+            child: Some(child),
+            dir,
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server now (the directory stays until the guard drops).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The uid and gid of the `postgres` user, from /etc/passwd.
+fn postgres_ids() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() > 3 && f[0] == "postgres" {
+            return (f[2].parse().expect("uid"), f[3].parse().expect("gid"));
+        }
+    }
+    panic!(
+        "there is no `postgres` user to run PostgreSQL as (root may not); run ./scripts/test.sh, \
+         which installs PostgreSQL (apt-get install -y postgresql)"
+    );
+}
+
+/// A running PostgreSQL 15 (`trust` auth, user `postgres`, database `postgres`, fsync off).
+pub struct PgServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl PgServer {
+    /// Initialises a cluster in a temp dir and starts `postgres` on a free port. As root,
+    /// both run as the `postgres` user (the dir is handed to it).
+    pub fn start() -> Self {
+        let dirs = [PG_BIN];
+        let initdb = find_binary("initdb", &dirs);
+        let postgres = find_binary("postgres", &dirs);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ids = is_root().then(postgres_ids);
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown temp dir");
+        }
+        let as_user = |cmd: &mut Command| {
+            if let Some((uid, gid)) = ids {
+                use std::os::unix::process::CommandExt;
+                cmd.uid(uid).gid(gid);
+            }
+            cmd.current_dir(dir.path()).env("HOME", dir.path());
+        };
+        let data = dir.path().join("data");
+        let mut init = Command::new(initdb);
+        init.arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .args(["--locale=C"]);
+        as_user(&mut init);
+        let out = init.output().expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let log = dir.path().join("postgres.log");
+        let log_file = std::fs::File::create(&log).expect("create log");
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(&log, Some(uid), Some(gid)).expect("chown log");
+        }
+        let mut run = Command::new(postgres);
+        run.arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string()])
+            .arg("-k")
+            .arg(dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        as_user(&mut run);
+        let mut child = run.spawn().expect("spawn postgres");
+        wait_for_port(port, &mut child, "postgres", &log);
+        Self {
+            port,
+            child: Some(child),
+            dir,
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    /// Stops the server (fast shutdown, SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, "INT", Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
