@@ -46,7 +46,7 @@ WAIT_QUIET=20
 KEEP=0
 NATS_VERSION=2.14.0
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION=$2; shift 2 ;;
@@ -135,10 +135,10 @@ fi
 # A quiet machine (other engineers build and benchmark here)
 # ---------------------------------------------------------------------------------------
 busy() {
-    { pgrep -a -x cargo; pgrep -a -x rustc; pgrep -a -x cc1plus; pgrep -a -f 'wald bench (http|fsync)'; } \
+    { pgrep -a -x cargo; pgrep -a -x rustc; pgrep -a -x cc1plus; pgrep -a -f 'wald[^ ]* bench '; } \
         2>/dev/null | grep -v "^$$ " || true
 }
-step "waiting for a quiet machine (no cargo/rustc/cc1plus/wald bench; up to $WAIT_QUIET min)"
+step "waiting for a quiet machine (no cargo/rustc/cc1plus/wald* bench; up to $WAIT_QUIET min)"
 deadline=$(( $(date +%s) + WAIT_QUIET * 60 ))
 while [ -n "$(busy)" ] && [ "$(date +%s)" -lt "$deadline" ]; do
     note "busy: $(busy | awk '{print $2}' | sort | uniq -c | tr '\n' ' ')— re-checking in 30 s"
@@ -221,13 +221,25 @@ print(t / tck)
 EOF
 }
 # runs "$@" counting every fsync/fdatasync on the machine into $FSYNC_FILE (when perf can)
+# and the load generator's own CPU (user+sys seconds of it and its children) into
+# $FSYNC_FILE.client
+busy_secs() { # CPU seconds the whole machine spent not idle (all CPUs)
+    awk '$1 == "cpu" { print ($2 + $3 + $4 + $7 + $8 + $9) / '"$(getconf CLK_TCK)"' }' /proc/stat
+}
 with_fsync_count() {
-    if [ "$PERF_SYSCALLS" = 1 ]; then
-        perf stat -a -x, -o "$FSYNC_FILE" \
-            -e syscalls:sys_enter_fdatasync -e syscalls:sys_enter_fsync -- "$@"
-    else
-        : >"$FSYNC_FILE"; "$@"
-    fi
+    (
+        m0=$(busy_secs)
+        if [ "$PERF_SYSCALLS" = 1 ]; then
+            perf stat -a -x, -o "$FSYNC_FILE" \
+                -e syscalls:sys_enter_fdatasync -e syscalls:sys_enter_fsync -- "$@"
+        else
+            : >"$FSYNC_FILE"; "$@"
+        fi
+        rc=$?
+        times >"$FSYNC_FILE.client"   # 2nd line: children's user and sys
+        echo "$m0 $(busy_secs)" >"$FSYNC_FILE.machine"
+        exit $rc
+    )
 }
 fsyncs_in() {
     awk -F, '/sys_enter_f(data)?sync/ { n += $1 } END { print n + 0 }' "$1" 2>/dev/null || echo 0
@@ -456,6 +468,8 @@ EOF
                 | grep -v '^#' | grep -v '^$' | head -60 >"$OUT/perf-wald-c256.txt" || true
             perf report -i "$OUT/perf-wald-c256.data" --no-children --sort comm --stdio 2>/dev/null \
                 | grep -v '^#' | grep -v '^$' | head -20 >"$OUT/perf-wald-c256-threads.txt" || true
+            perf report -i "$OUT/perf-wald-c256.data" --no-children --sort dso --stdio 2>/dev/null \
+                | grep -v '^#' | grep -v '^$' | head -20 >"$OUT/perf-wald-c256-dso.txt" || true
             rm -f "$OUT/perf-wald-c256.data"
         fi
         note "wald  $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.0f/s p99 %.2f ms, %.1f msgs/fsync, errors %d" % (r["writes_per_s"], r["latency"]["p99_us"]/1e3, r.get("messages_per_fsync") or 0, r["errors"]))' "$OUT/wald-c$c.json")"
@@ -526,6 +540,23 @@ def load(p, default=None):
             return json.load(f)
     except (OSError, ValueError):
         return default
+def client_cpu(tag):
+    # bash `times`, children line: "0m1.234s 0m0.567s"
+    try:
+        parts = open(f"{out}/{tag}.fsyncs.client").read().splitlines()[1].split()
+        secs = 0.0
+        for x in parts:
+            m, sec = x.rstrip("s").split("m")
+            secs += int(m) * 60 + float(sec)
+        return secs
+    except (OSError, ValueError, IndexError):
+        return None
+def machine_cpu(tag):
+    try:
+        a, b = map(float, open(f"{out}/{tag}.fsyncs.machine").read().split())
+        return b - a
+    except (OSError, ValueError):
+        return None
 def fsyncs(tag):
     try:
         with open(f"{out}/{tag}.fsyncs") as f:
@@ -575,6 +606,15 @@ if run:
                       "p50_ms": n["p50_ms"], "p99_ms": n["p99_ms"], "p999_ms": n["p999_ms"], "procs": n["procs"],
                       "cpu_us_per_write": nmeta["server_cpu_secs"] * 1e6 / n["writes"] if n["writes"] else None,
                       "fsync_syscalls": fsyncs(f"nats-c{c}")}}
+        for k, tag in (("wald", "wald"), ("redis", "redis"), ("postgres", "pg"), ("nats", "nats")):
+            cc = client_cpu(f"{tag}-c{c}")
+            p[k]["client_cpu_us_per_write"] = cc * 1e6 / p[k]["writes"] if cc is not None and p[k]["writes"] else None
+            # everything else the machine ran meanwhile (other users' work, kernel threads):
+            # machine busy time - server - load generator, as a share of the point's wall time
+            mc = machine_cpu(f"{tag}-c{c}")
+            srv = (p[k]["cpu_us_per_write"] or 0) * p[k]["writes"] / 1e6 if p[k]["writes"] else 0
+            wall = {"wald": w["elapsed_secs"], "nats": n["elapsed_secs"]}.get(k, run["duration_secs"])
+            p[k]["other_cpu_pct"] = (mc - srv - (cc or 0)) / wall * 100 if mc is not None else None
         for k in ("redis", "postgres", "nats"):
             s = p[k]
             if s["fsync_syscalls"] and s["writes"]:
@@ -585,7 +625,7 @@ if run:
     f = lambda x, d=0: "–" if x is None else f"{x:,.{d}f}"
     print(f"Run {run['date']}, commit {run['commit']}, {run['duration_secs']} s per point, "
           f"{run['payload_bytes']} B payloads; load {run['load_at_start']} → {run['load_at_end']}"
-          + ("; **busy at start: " + run["busy_at_start"].replace("\n", "; ") + "**" if run["busy_at_start"] else "; quiet (no cargo/rustc/cc1plus/wald bench)"))
+          + ("; **busy at start: " + run["busy_at_start"].replace("\n", "; ") + "**" if run["busy_at_start"] else "; quiet (no cargo/rustc/cc1plus/wald* bench)"))
     if run.get("idle_cpu_pct"):
         print("\nServers' CPU while idle before the sweep (% of one core over 5 s): "
               + ", ".join(f"{k} {v}" for k, v in run["idle_cpu_pct"].items()) + ".")
@@ -603,16 +643,27 @@ if run:
               f"| {w['p50_ms']:.2f} / {r['p50_ms']:.2f} / {g['p50_ms']:.2f} / {n['p50_ms']:.2f} "
               f"| {w['p99_ms']:.2f} / {r['p99_ms']:.2f} / {g['p99_ms']:.2f} / {n['p99_ms']:.2f} "
               f"| {f(p['wald_p99_over_redis_p99'], 2)}× | {f(w['messages_per_fsync'], 1)} | {f(w['cpu_us_per_write'], 1)} |")
-    print("\nServer CPU µs per write (user+sys of the server's processes over the point) and writes per "
-          "fsync/fdatasync syscall (every such syscall on the machine during the point, counted by `perf stat`):\n")
-    print("| C | CPU µs/write wald / Redis / PG / NATS | writes per fsync syscall wald / Redis / PG / NATS | wald errors | wald durable \"true\" |")
-    print("|---|---|---|---|---|")
+    print("\nServer CPU µs per write (user+sys of the server's processes over the point), the load generator's "
+          "own CPU per write (it shares the 2 cores), and writes per fsync/fdatasync syscall (every such "
+          "syscall on the machine during the point, counted by `perf stat -a`; wald's include its spare-segment "
+          "zero-fill syncs), and the CPU everything else on the machine used meanwhile (% of one core; "
+          "200 = both cores: other users' work shows here):\n")
+    print("| C | server CPU µs/write wald / Redis / PG / NATS | load generator CPU µs/write wald / Redis / PG / NATS | writes per fsync syscall wald / Redis / PG / NATS | other CPU % wald / Redis / PG / NATS | wald errors | wald durable \"true\" |")
+    print("|---|---|---|---|---|---|---|")
     for p in summary["points"]:
         w, r, g, n = p["wald"], p["redis"], p["postgres"], p["nats"]
         ws = w["writes"] / w["fsync_syscalls"] if w["fsync_syscalls"] else None
         print(f"| {p['c']} | {f(w['cpu_us_per_write'],1)} / {f(r['cpu_us_per_write'],1)} / {f(g['cpu_us_per_write'],1)} / {f(n['cpu_us_per_write'],1)} "
+              f"| {f(w['client_cpu_us_per_write'],1)} / {f(r['client_cpu_us_per_write'],1)} / {f(g['client_cpu_us_per_write'],1)} / {f(n['client_cpu_us_per_write'],1)} "
               f"| {f(ws,1)} / {f(r.get('writes_per_fsync_syscall'),1)} / {f(g.get('writes_per_fsync_syscall'),1)} / {f(n.get('writes_per_fsync_syscall'),1)} "
+              f"| {f(w['other_cpu_pct'])} / {f(r['other_cpu_pct'])} / {f(g['other_cpu_pct'])} / {f(n['other_cpu_pct'])} "
               f"| {w['errors']} | {w['durable'].get('true')} of {w['writes']} |")
+    eng = fs.get("sets", [{}])[0].get("engine", [])
+    if eng:
+        print("\nThe engine alone in the same `bench fsync --quick` (no HTTP): " + "; ".join(
+            f"{e['mode']} C = {e['writers']}: {e['appends_per_s']:,.0f}/s, p50 {e['latency']['p50_us']:.0f} µs, "
+            f"p99 {e['latency']['p99_us']:.0f} µs, {e['records_per_fsync']:.1f} per fsync, {e['cpu_us_per_append']:.1f} µs CPU"
+            for e in eng) + ".")
     if L:
         one = next((p for p in summary["points"] if p["c"] == 1), None)
         if one:

@@ -60,6 +60,13 @@ if ! "$PYENV/bin/openapi-spec-validator" --help >/dev/null 2>&1; then
 fi
 export WALD_OPENAPI_VALIDATOR="$PYENV/bin/openapi-spec-validator"
 
+# The SQS mirror test (tests/mirror_sqs.rs) runs against moto's server mode (PyPI), same venv.
+if ! [ -x "$PYENV/bin/moto_server" ]; then
+    step "installing moto[server] into $PYENV"
+    "$PYENV/bin/python" -m pip install -q 'moto[server]>=5,<6'
+fi
+export WALD_MOTO_SERVER="$PYENV/bin/moto_server"
+
 step "tests (release, workspace, all features)"
 cargo test --release --workspace --all-features --locked
 

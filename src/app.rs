@@ -141,6 +141,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Delivery: target adapters, metrics, tasks, consumer wake-ups.
     pub delivery: crate::delivery::Hub,
+    /// Mirrors: committed-offset watches, status, metrics.
+    pub mirrors: crate::mirror::Hub,
     /// Rate limits.
     pub limiter: crate::http::ratelimit::RateLimiter,
     /// When the service started.
@@ -180,6 +182,7 @@ impl App {
         let keys = config.auth.keyring();
         let metrics = Metrics::new()?;
         let delivery = crate::delivery::Hub::new(config.delivery.clone(), &metrics)?;
+        let mirrors = crate::mirror::Hub::new(&metrics)?;
         let app = Arc::new(Self {
             keys,
             engine,
@@ -187,6 +190,7 @@ impl App {
             namespaces: RwLock::new(BTreeMap::new()),
             metrics,
             delivery,
+            mirrors,
             limiter: crate::http::ratelimit::RateLimiter::default(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),

@@ -26,6 +26,7 @@ pub mod engine;
 pub mod http;
 pub mod message;
 pub mod metrics;
+pub mod mirror;
 pub mod model;
 pub mod server;
 pub mod state;

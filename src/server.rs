@@ -27,7 +27,8 @@ pub async fn run(
     let router = crate::http::router(Arc::clone(&app));
     // Consumers deliver while the server runs; they stop before the logs close.
     let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
-    let consumers = crate::delivery::supervisor::spawn(Arc::clone(&app), delivery_stopped);
+    let consumers = crate::delivery::supervisor::spawn(Arc::clone(&app), delivery_stopped.clone());
+    let mirrors = crate::mirror::supervisor::spawn(Arc::clone(&app), delivery_stopped);
     let grace = app.config.server.shutdown_grace();
     let flag = Arc::clone(&app);
     let signal = async move {
@@ -46,6 +47,7 @@ pub async fn run(
     };
     let _ = stop_delivery.send(true);
     let _ = consumers.await;
+    let _ = mirrors.await;
     let closing = Arc::clone(&app);
     let _ = tokio::task::spawn_blocking(move || closing.engine.close_all()).await;
     tracing::info!("all logs closed");

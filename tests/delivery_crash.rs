@@ -16,9 +16,8 @@ mod common;
 mod receiver;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,30 +42,18 @@ fn spawn(dir: &std::path::Path) -> Proc {
         format!("[delivery]\nwindow = {WINDOW}\npark_after_ms = 1000\n"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wald"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-key", ADMIN, "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn wald serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "wald serve did not start");
-        let Some(Ok(line)) = lines.next() else {
-            panic!("wald serve exited before listening")
-        };
-        if let Some(rest) = line.strip_prefix("wald listening on http://") {
-            let addr: SocketAddr = rest.split_whitespace().next().and_then(|a| a.parse().ok()).expect("address");
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Proc { child, addr };
-        }
-    }
+    let data = dir.join("data");
+    let (child, addr) = common::spawn_wald(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--admin-key".as_ref(),
+        ADMIN.as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
+    Proc { child, addr }
 }
 
 impl Proc {

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::request;
 
@@ -25,40 +24,15 @@ struct Acked {
 }
 
 fn spawn(dir: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wald"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-key",
-            ADMIN,
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn wald serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "wald serve did not start");
-        let Some(Ok(line)) = lines.next() else {
-            panic!("wald serve exited before listening")
-        };
-        if let Some(rest) = line.strip_prefix("wald listening on http://") {
-            let addr: SocketAddr = rest
-                .split_whitespace()
-                .next()
-                .and_then(|a| a.parse().ok())
-                .expect("address");
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return (child, addr);
-        }
-    }
+    let listen = std::ffi::OsStr::new("--listen");
+    common::spawn_wald(&[
+        listen,
+        "127.0.0.1:0".as_ref(),
+        "--admin-key".as_ref(),
+        ADMIN.as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+    ])
 }
 
 fn next_rand(state: &mut u64) -> u64 {

@@ -78,6 +78,8 @@ pub struct DeliveryOptions {
     pub sample: u64,
     /// Write the JSON report here too.
     pub json: Option<PathBuf>,
+    /// Write each sampled delay's due time and lateness here (CSV).
+    pub samples: Option<PathBuf>,
 }
 
 impl DeliveryOptions {
@@ -104,6 +106,7 @@ impl DeliveryOptions {
             delay_lead: Duration::from_secs(lead),
             sample,
             json: None,
+            samples: None,
         }
     }
 }
@@ -366,7 +369,11 @@ fn wait_sample(
 ) {
     let mut tick = Instant::now();
     loop {
-        let got = inbox.firsts(in_sample).0.len() as u64;
+        // The receiver waits while the lock is held: count cheaply, dedup only at the end.
+        let mut got = inbox.count(in_sample);
+        if got >= sample {
+            got = inbox.firsts(in_sample).0.len() as u64;
+        }
         if got >= sample || now_ms().saturating_sub(last_due_ms) > 30_000 {
             return;
         }
@@ -377,6 +384,20 @@ fn wait_sample(
         }
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `due_ms,lateness_us` per sampled delay, in due order.
+fn write_samples(path: &Path, firsts: &[(i64, i64)]) -> Result<(), CliError> {
+    let mut sorted = firsts.to_vec();
+    sorted.sort_unstable();
+    let csv: String = std::iter::once("due_ms,lateness_us\n".to_owned())
+        .chain(
+            sorted
+                .iter()
+                .map(|(t, a)| format!("{},{}\n", t / 1000, a - t)),
+        )
+        .collect();
+    std::fs::write(path, csv).map_err(|e| format!("writing {}: {e}", path.display()).into())
 }
 
 fn delays(opts: &DeliveryOptions, dir: &Path) -> Result<DelayReport, CliError> {
@@ -444,6 +465,9 @@ fn delays(opts: &DeliveryOptions, dir: &Path) -> Result<DelayReport, CliError> {
     let (firsts, _) = inbox.firsts(in_sample);
     server.stop()?;
     drop(receiver);
+    if let Some(path) = &opts.samples {
+        write_samples(path, &firsts)?;
+    }
     let lateness: Vec<i64> = firsts.iter().map(|(t, a)| a - t).collect();
     Ok(DelayReport {
         delays: n,

@@ -73,6 +73,9 @@ pub struct DeliveryArgs {
     /// Also write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write each sampled delay's due time and lateness (CSV: due_ms,lateness_us) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub samples: Option<PathBuf>,
 }
 
 /// Arguments of `wald bench http`.
@@ -169,6 +172,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 delay_lead: secs(a.delay_lead_secs, d.delay_lead),
                 sample: a.sample.unwrap_or(d.sample),
                 json: a.json,
+                samples: a.samples,
                 ..d
             };
             run_delivery(&opts)?;

@@ -152,7 +152,7 @@ pub async fn list(
     Path(ns): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DlqPage>, ApiError> {
-    let Query(q) = query.map_err(|e| field("query", e.body_text()))?;
+    let Query(q) = query?;
     let ns = namespace(&app, &ns)?;
     let status = match q.status.as_deref() {
         None | Some("pending") => Some(DlqStatus::Pending),

@@ -164,6 +164,16 @@ impl ApiError {
     }
 }
 
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    /// A query string that does not parse: 400 naming `query`.
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        Self::validation(vec![FieldError {
+            field: "query".into(),
+            message: e.body_text(),
+        }])
+    }
+}
+
 impl From<wald_storage::Error> for ApiError {
     /// Maps each engine error to its answer explicitly.
     fn from(e: wald_storage::Error) -> Self {

@@ -66,12 +66,25 @@ pub async fn liveness() -> Json<serde_json::Value> {
     (status = 503, description = "Not ready; details list why", body = super::error::ErrorEnvelope)))]
 pub async fn readiness(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
     let (ok, problems) = app.ready();
+    // Mirrors are information only: one that is down does not stop intake.
+    let mirrors: Vec<serde_json::Value> = app
+        .all_namespaces()
+        .iter()
+        .flat_map(|ns| {
+            app.mirrors.status(ns).into_iter().map(|m| {
+                serde_json::json!({ "namespace": ns.spec.name, "mirror": m.name, "healthy": m.healthy,
+                    "lagRecords": m.lag_records, "lagSeconds": m.lag_seconds, "lastError": m.last_error })
+            })
+        })
+        .collect();
     if ok {
-        Ok(Json(serde_json::json!({ "status": "ready" })))
+        Ok(Json(
+            serde_json::json!({ "status": "ready", "mirrors": mirrors }),
+        ))
     } else {
         Err(
             ApiError::new(ErrorCode::StorageUnavailable, "not ready: see details")
-                .with_details(serde_json::json!({ "problems": problems })),
+                .with_details(serde_json::json!({ "problems": problems, "mirrors": mirrors })),
         )
     }
 }

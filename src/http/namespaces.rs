@@ -104,6 +104,7 @@ pub async fn create(
     app.delivery
         .check_targets("targetConfigs", &ns.target_configs)
         .map_err(ApiError::validation)?;
+    crate::mirror::check_built(&ns).map_err(ApiError::validation)?;
     if app.namespace(&ns.name).is_some() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -175,6 +176,7 @@ pub async fn replace(
     app.delivery
         .check_targets("targetConfigs", &ns.target_configs)
         .map_err(ApiError::validation)?;
+    crate::mirror::check_built(&ns).map_err(ApiError::validation)?;
     let mut errs = Vec::new();
     if ns.name != name {
         errs.push(FieldError {
@@ -235,6 +237,7 @@ pub async fn remove(
             }
         }
         app.metrics.series.remove(&name);
+        app.mirrors.forget(&name);
         app.state
             .delete_namespace(&name)
             .map_err(ApiError::internal)?;

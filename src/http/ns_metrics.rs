@@ -178,12 +178,7 @@ pub async fn namespace_metrics(
     Path(namespace): Path<String>,
     query: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<NamespaceMetrics>, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::validation(vec![FieldError {
-            field: "query".into(),
-            message: e.body_text(),
-        }])
-    })?;
+    let Query(q) = query?;
     let name = crate::model::namespace::normalise_namespace_name(&namespace);
     let ns = lookup_namespace(&app, &name)?;
     authorize_namespace(&app, &caller, &ns, &name)?;

@@ -276,6 +276,12 @@ pub async fn write(
     };
     index(&app, &v.namespace, partition, offset, ids, now);
     app.delivery.appended(&v.namespace, partition);
+    // Mirrors: wake them; with `ack = "mirror"`, also wait for their confirmation.
+    app.mirrors.appended(&v.namespace, partition);
+    let durable = app
+        .mirrors
+        .confirm(&ns, partition, offset, durable, started + timeout)
+        .await;
     ns.writes.fetch_add(1, Ordering::Relaxed);
     let latency = started.elapsed();
     app.metrics
@@ -291,7 +297,12 @@ pub async fn write(
             durable,
             message_id,
             transaction_id: None,
-            message: "Message accepted for processing".into(),
+            message: if durable == DurableStatus::Unknown {
+                "Accepted and durable in the log, but a mirror with ack = \"mirror\" did not confirm within the request timeout"
+            } else {
+                "Message accepted for processing"
+            }
+            .into(),
             timestamp: rfc3339_ms(wald_storage::now_ms()),
             namespace: v.namespace,
             partition,
@@ -502,6 +513,9 @@ pub struct NamespaceStatus {
     pub write_errors: u64,
     /// Per partition.
     pub partitions: Vec<PartitionStatus>,
+    /// The namespace's mirrors: lag, errors, health (a mirror that is down does not make the
+    /// namespace unhealthy: intake works).
+    pub mirrors: Vec<crate::mirror::hub::MirrorStatus>,
 }
 
 /// One partition's state.
@@ -568,6 +582,7 @@ pub async fn namespace_status(
         durability: format!("{:?}", ns.spec.durability).to_lowercase(),
         writes_accepted: ns.writes.load(Ordering::Relaxed),
         write_errors: ns.errors.load(Ordering::Relaxed),
+        mirrors: app.mirrors.status(&ns),
         partitions,
     }))
 }
@@ -618,12 +633,7 @@ pub async fn read_messages(
     Path(namespace): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ReadPage>, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::validation(vec![FieldError {
-            field: "query".into(),
-            message: e.body_text(),
-        }])
-    })?;
+    let Query(q) = query?;
     let name = crate::model::namespace::normalise_namespace_name(&namespace);
     let ns = lookup_namespace(&app, &name)?;
     authorize_namespace(&app, &caller, &ns, &name)?;

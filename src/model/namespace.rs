@@ -62,6 +62,22 @@ pub enum BackendType {
     Pulsar,
 }
 
+/// A mirror of the namespace's log, besides its `backend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MirrorEntry {
+    /// Unique within the namespace, 1 to 64 characters of `a-z 0-9 _ -`; keys the mirror's
+    /// committed offsets and metrics. Default: the backend's name (`redis_streams`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The backend (`kafka`, `sqs` or `redis_streams`). Required.
+    pub backend: BackendType,
+    /// The backend's settings (as the namespace's `backendConfig`). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub backend_config: Option<Map<String, Value>>,
+}
+
 /// When a write is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -270,6 +286,10 @@ pub struct Namespace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub backend_config: Option<Map<String, Value>>,
+    /// Further mirrors besides `backend` (at most 8), each with its own name, backend and
+    /// `backendConfig` (docs/MIRRORS.md). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorEntry>,
     /// API keys allowed and rate limits. Default: none (no key is named here; the defaults
     /// of `RateLimits` apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,6 +344,7 @@ impl Namespace {
             shard_config: ShardConfig::default(),
             target_configs: Vec::new(),
             backend_config: None,
+            mirrors: Vec::new(),
             access_control: None,
             enabled: true,
             max_message_size: default_max_message_size(),
@@ -412,6 +433,7 @@ impl Namespace {
             );
         }
         check_targets("targetConfigs", &self.target_configs, &mut errs);
+        errs.extend(crate::mirror::config::specs(self).err().unwrap_or_default());
         if let Some(ac) = &self.access_control {
             for (k, key) in ac.allowed_api_keys.iter().enumerate() {
                 let f = index("accessControl.allowedApiKeys", k);

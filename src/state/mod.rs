@@ -55,6 +55,7 @@
 
 pub mod codec;
 pub mod delivery;
+pub mod mirror;
 pub mod progress;
 #[cfg(test)]
 mod tests;

@@ -273,3 +273,38 @@ impl Server {
         }
     }
 }
+
+/// Starts the real `wald serve` binary with `args` (after `serve`), stdout drained, and
+/// returns it with the address it listens on (it prints `wald listening on http://ADDR`).
+pub fn spawn_wald(args: &[&std::ffi::OsStr]) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wald"))
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn wald serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "wald serve did not start");
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wald serve exited before listening")
+        };
+        if let Some(rest) = line.strip_prefix("wald listening on http://") {
+            let addr: SocketAddr = rest
+                .split_whitespace()
+                .next()
+                .and_then(|a| a.parse().ok())
+                .expect("address");
+            // Keep draining stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return (child, addr);
+        }
+    }
+}

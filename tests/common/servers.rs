@@ -76,25 +76,52 @@ fn stop_child(child: &mut Child, sig: &str, grace: Duration) {
     let _ = child.wait();
 }
 
-/// A running `redis-server` (no persistence).
+/// A running `redis-server` (no persistence unless started with [`RedisServer::start_persistent`]).
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts one on a free port; panics (saying how to install it) when it is missing.
     pub fn start() -> Self {
-        let bin = find_binary("redis-server", &["/usr/bin", "/usr/local/bin", "/usr/sbin"]);
+        Self::launch(false)
+    }
+
+    /// Starts one whose data survives [`RedisServer::stop`] and [`RedisServer::restart`]
+    /// (append-only file, fsync'd on every write).
+    pub fn start_persistent() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(persistent: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let log = dir.path().join("redis.log");
-        let mut child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        let mut s = Self {
+            port: free_port(),
+            child: None,
+            dir,
+            persistent,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let bin = find_binary("redis-server", &["/usr/bin", "/usr/local/bin", "/usr/sbin"]);
+        let log = self.dir.path().join("redis.log");
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--daemonize", "no"]);
+        if self.persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let mut child = cmd
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
             .stdin(Stdio::null())
@@ -102,12 +129,14 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        wait_for_port(port, &mut child, "redis-server", &log);
-        Self {
-            port,
-            child: Some(child),
-            dir,
-        }
+        wait_for_port(self.port, &mut child, "redis-server", &log);
+        self.child = Some(child);
+    }
+
+    /// Starts the server again on the same port and directory (after [`RedisServer::stop`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// The server's process id.

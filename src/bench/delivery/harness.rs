@@ -118,6 +118,11 @@ pub(super) struct Inbox {
 }
 
 impl Inbox {
+    /// Requests whose `t` passes `keep` (a cheap count under the lock: no dedup).
+    pub(super) fn count(&self, keep: impl Fn(i64) -> bool) -> u64 {
+        lock(&self.hits).iter().filter(|h| keep(h.t_us)).count() as u64
+    }
+
     /// First arrival per id: (t, arrival), and the duplicate count.
     pub(super) fn firsts(&self, keep: impl Fn(i64) -> bool) -> (Vec<(i64, i64)>, u64) {
         let hits = lock(&self.hits);

@@ -45,6 +45,8 @@ const PARK_SCAN: Duration = Duration::from_millis(500);
 const PARK_LOAD_LIMIT: usize = 10_000;
 /// Longest idle sleep (a safety net for a missed wake-up).
 const IDLE: Duration = Duration::from_millis(200);
+/// How often the consumer's gauges (lag, pending delays) are published, in ms.
+const GAUGE_INTERVAL_MS: u64 = 500;
 /// Wait before reading again after a read error.
 const READ_RETRY: Duration = Duration::from_secs(1);
 
@@ -94,6 +96,8 @@ pub struct Consumer {
     rx: mpsc::UnboundedReceiver<Done>,
     wake: Arc<Notify>,
     last_park_scan: u64,
+    /// When the gauges were last published (ms since the epoch).
+    last_gauges: u64,
     /// Messages in the due-time index (counted at start, then kept up to date).
     parked: u64,
 }
@@ -142,6 +146,7 @@ impl Consumer {
             rx,
             wake,
             last_park_scan: 0,
+            last_gauges: 0,
             parked,
         })
     }
@@ -161,7 +166,10 @@ impl Consumer {
             }
             self.fire(now).await;
             self.flush();
-            self.publish_gauges();
+            if now.saturating_sub(self.last_gauges) >= GAUGE_INTERVAL_MS {
+                self.last_gauges = now;
+                self.publish_gauges();
+            }
 
             let mut sleep = if read_ok { IDLE } else { READ_RETRY };
             if let Some(due) = self.wheel.next_due() {

@@ -1,0 +1,106 @@
+//! Mirrors' committed offsets (see `crate::mirror`).
+//!
+//! A mirror's committed offset is the first offset of its partition the backend has not yet
+//! confirmed (or permanently refused). Like delivery's offsets it is **not derived** from the
+//! log, so it is written through RocksDB's WAL: a process crash loses none of it; a power
+//! failure may lose the last unsynced steps, which at-least-once tolerates (the mirror
+//! publishes those records again).
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `consumers` | `ns \0 partition(4 BE) "mirror:" name` | committed offset (8 BE) |
+//!
+//! The key extends delivery's consumer key (`ns \0 partition(4 BE)`, exactly 4 bytes after
+//! the `\0`), so the two never collide, and [`StateStore::delete_delivery_data`] (a range
+//! delete over the namespace's prefix) removes these entries with the namespace.
+
+use rocksdb::{WriteBatch, WriteOptions};
+
+use super::codec::{partition_key, CF_CONSUMERS};
+use super::{check_namespace, db_err, StateError, StateStore};
+
+/// The `consumers` key of a mirror's committed offset.
+fn mirror_key(ns: &str, partition: u32, mirror: &str) -> Vec<u8> {
+    let mut k = partition_key(ns, partition);
+    k.extend_from_slice(b"mirror:");
+    k.extend_from_slice(mirror.as_bytes());
+    k
+}
+
+impl StateStore {
+    /// A mirror's committed offset (0 when it never committed).
+    ///
+    /// # Errors
+    /// An invalid namespace, a RocksDB error or a corrupt value.
+    pub fn mirror_offset(&self, ns: &str, partition: u32, mirror: &str) -> Result<u64, StateError> {
+        check_namespace(ns)?;
+        let k = mirror_key(ns, partition, mirror);
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_CONSUMERS)?, &k)
+            .map_err(db_err("reading a mirror's committed offset"))?
+        {
+            None => Ok(0),
+            Some(v) => {
+                let b: [u8; 8] = v.as_ref().try_into().map_err(|_| StateError::Corrupt {
+                    cf: CF_CONSUMERS,
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: "mirror offset is not 8 bytes",
+                })?;
+                Ok(u64::from_be_bytes(b))
+            }
+        }
+    }
+
+    /// Stores a mirror's committed offset through the WAL (not synced: a process crash keeps
+    /// it, a power failure may roll it back, which re-publishes).
+    ///
+    /// # Errors
+    /// An invalid namespace or a RocksDB error.
+    pub fn commit_mirror_offset(
+        &self,
+        ns: &str,
+        partition: u32,
+        mirror: &str,
+        next: u64,
+    ) -> Result<(), StateError> {
+        check_namespace(ns)?;
+        let mut b = WriteBatch::default();
+        b.put_cf(
+            self.cf(CF_CONSUMERS)?,
+            mirror_key(ns, partition, mirror),
+            next.to_be_bytes(),
+        );
+        let mut o = WriteOptions::default();
+        o.set_sync(false);
+        self.db
+            .write_opt(b, &o)
+            .map_err(db_err("writing a mirror's committed offset"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_offsets_are_apart_from_delivery_and_deleted_with_the_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path().join("state")).unwrap();
+        assert_eq!(s.mirror_offset("a", 0, "redis_streams").unwrap(), 0);
+        s.commit_mirror_offset("a", 0, "redis_streams", 42).unwrap();
+        s.commit_mirror_offset("a", 1, "redis_streams", 7).unwrap();
+        s.commit_mirror_offset("a", 0, "other", 3).unwrap();
+        assert_eq!(s.mirror_offset("a", 0, "redis_streams").unwrap(), 42);
+        assert_eq!(s.mirror_offset("a", 1, "redis_streams").unwrap(), 7);
+        assert_eq!(s.mirror_offset("a", 0, "other").unwrap(), 3);
+        assert_eq!(
+            s.committed_offset("a", 0).unwrap(),
+            0,
+            "delivery's offset untouched"
+        );
+        s.delete_delivery_data("a").unwrap();
+        assert_eq!(s.mirror_offset("a", 0, "redis_streams").unwrap(), 0);
+        assert_eq!(s.mirror_offset("a", 1, "redis_streams").unwrap(), 0);
+    }
+}
