@@ -136,14 +136,25 @@ pub(super) fn targets(r: &DeliveryReport) -> Vec<Target> {
         );
     }
     if let Some(d) = r.delays.as_ref().filter(|d| d.delays >= 1_000_000) {
-        push(
-            "1M pending delays held in < 150 MB resident (whole process)",
-            format!(
-                "{:.0} MB ({:+.0} MB over the idle server)",
-                d.rss_parked.total_mb, d.rss_held_mb
-            ),
-            d.rss_parked.total_mb < 150.0,
-        );
+        // After part 1 the process keeps part 1's heap: judge on the increase then (the
+        // whole-process figure needs `--only delays`).
+        let (what, measured, met) = if r.throughput.is_some() {
+            (
+                "1M pending delays held in < 150 MB resident (increase; part 1 ran first, see --only delays)",
+                format!("{:+.0} MB over the idle server ({:.0} MB whole process)", d.rss_held_mb, d.rss_parked.total_mb),
+                d.rss_held_mb < 150.0,
+            )
+        } else {
+            (
+                "1M pending delays held in < 150 MB resident (whole process)",
+                format!(
+                    "{:.0} MB ({:+.0} MB over the idle server)",
+                    d.rss_parked.total_mb, d.rss_held_mb
+                ),
+                d.rss_parked.total_mb < 150.0,
+            )
+        };
+        push(what, measured, met);
         push(
             "each delay delivered within 20 ms of its due time",
             format!(

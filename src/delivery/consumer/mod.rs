@@ -50,6 +50,17 @@ const GAUGE_INTERVAL_MS: u64 = 500;
 /// Wait before reading again after a read error.
 const READ_RETRY: Duration = Duration::from_secs(1);
 
+/// How a read of the log into the window ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// At the log's (acknowledged) end.
+    End,
+    /// The window is full.
+    Full,
+    /// A read failed (retried after a pause).
+    Error,
+}
+
 /// A finished attempt, sent back to the consumer's loop.
 struct Done {
     offset: u64,
@@ -98,6 +109,11 @@ pub struct Consumer {
     last_park_scan: u64,
     /// When the gauges were last published (ms since the epoch).
     last_gauges: u64,
+    /// Loaded parked messages, from the blocking task that reads them.
+    parked_tx: mpsc::UnboundedSender<Vec<parked::Loaded>>,
+    parked_rx: mpsc::UnboundedReceiver<Vec<parked::Loaded>>,
+    /// A parked-message load is running.
+    scan_in_flight: bool,
     /// Messages in the due-time index (counted at start, then kept up to date).
     parked: u64,
 }
@@ -127,6 +143,7 @@ impl Consumer {
         let committed = app.state.committed_offset(ns, partition)?;
         let parked = app.state.parked_count(ns, partition)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let (parked_tx, parked_rx) = mpsc::unbounded_channel();
         let now = now_ms();
         Ok(Self {
             app,
@@ -147,6 +164,9 @@ impl Consumer {
             wake,
             last_park_scan: 0,
             last_gauges: 0,
+            parked_tx,
+            parked_rx,
+            scan_in_flight: false,
             parked,
         })
     }
@@ -158,20 +178,26 @@ impl Consumer {
             if *shutdown.borrow() || self.app.namespace(&self.ns).is_none() {
                 break;
             }
-            let read_ok = self.fill();
+            let read = self.fill();
             let now = now_ms();
             if now.saturating_sub(self.last_park_scan) >= ms(PARK_SCAN) {
                 self.last_park_scan = now;
-                self.load_parked(now);
+                self.start_parked_scan(now);
             }
             self.fire(now).await;
             self.flush();
+            // The window was full and the flush made room: read on at once.
+            let more = read == Fill::Full && self.window.len() < self.app.delivery.config.window;
             if now.saturating_sub(self.last_gauges) >= GAUGE_INTERVAL_MS {
                 self.last_gauges = now;
                 self.publish_gauges();
             }
 
-            let mut sleep = if read_ok { IDLE } else { READ_RETRY };
+            let mut sleep = match read {
+                Fill::Error => READ_RETRY,
+                _ if more => Duration::ZERO,
+                _ => IDLE,
+            };
             if let Some(due) = self.wheel.next_due() {
                 sleep = sleep.min(Duration::from_millis(due.saturating_sub(now_ms())));
             }
@@ -185,6 +211,7 @@ impl Consumer {
                         }
                     }
                 }
+                Some(batch) = self.parked_rx.recv() => self.take_parked(batch),
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(sleep) => {}
                 _ = shutdown.changed() => {}
@@ -194,8 +221,8 @@ impl Consumer {
         tracing::info!(namespace = %self.ns, partition = self.partition, committed = self.committed, "consumer stopped");
     }
 
-    /// Reads new records into the window. False after a read error.
-    fn fill(&mut self) -> bool {
+    /// Reads new records into the window: until the log's end, the window is full, or an error.
+    fn fill(&mut self) -> Fill {
         let window = self.app.delivery.config.window;
         while self.window.len() < window {
             if self.reader.is_none() {
@@ -203,15 +230,15 @@ impl Consumer {
                     Ok(r) => self.reader = Some(r),
                     Err(e) => {
                         tracing::error!(namespace = %self.ns, partition = self.partition, offset = self.next_read, error = %e, "consumer cannot read the log");
-                        return false;
+                        return Fill::Error;
                     }
                 }
             }
             let Some(reader) = self.reader.as_mut() else {
-                return false;
+                return Fill::Error;
             };
             match reader.next() {
-                None => return true,
+                None => return Fill::End,
                 Some(Ok(rec)) => {
                     self.next_read = rec.offset + 1;
                     self.admit(&rec);
@@ -219,11 +246,11 @@ impl Consumer {
                 Some(Err(e)) => {
                     tracing::error!(namespace = %self.ns, partition = self.partition, offset = self.next_read, error = %e, "consumer read failed; retrying");
                     self.reader = None;
-                    return false;
+                    return Fill::Error;
                 }
             }
         }
-        true
+        Fill::Full
     }
 
     /// Takes a record read from the log into the window.

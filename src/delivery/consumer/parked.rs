@@ -1,45 +1,96 @@
 //! The consumer's parked messages (far due times, in the due-time index on disk) and its
 //! gauges.
 
-use wald_storage::now_ms;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use wald_storage::{now_ms, StoredRecord};
 
 use super::{ms, Consumer, DeliveryRecord, MessageStatus, PARK_LOAD_LIMIT, PARK_SCAN};
 
+/// A parked message read off the consumer's task: its record (`None`: not readable any
+/// more) and its delivery record so far.
+pub(super) struct Loaded {
+    due_ms: u64,
+    offset: u64,
+    rec: Option<StoredRecord>,
+    prior: Option<DeliveryRecord>,
+}
+
 impl Consumer {
-    /// Loads parked messages due within the next park interval onto the wheel.
-    pub(super) fn load_parked(&mut self, now: u64) {
+    /// Starts loading the parked messages due within the next two park intervals, off the
+    /// consumer's task (reading records and their delivery state blocks): the wheel keeps
+    /// firing meanwhile. The result arrives as a [`Loaded`] batch; one load at a time.
+    pub(super) fn start_parked_scan(&mut self, now: u64) {
+        if self.scan_in_flight {
+            return;
+        }
+        self.scan_in_flight = true;
         let horizon = now.saturating_add(ms(PARK_SCAN) * 2);
-        let due = match self
-            .app
-            .state
-            .due_before(&self.ns, self.partition, horizon, PARK_LOAD_LIMIT)
-        {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(namespace = %self.ns, error = %e, "reading the due-time index failed");
-                return;
+        let (app, ns, partition, log) = (
+            Arc::clone(&self.app),
+            Arc::clone(&self.ns),
+            self.partition,
+            Arc::clone(&self.log),
+        );
+        let skip: HashSet<u64> = self.loaded.clone();
+        let tx = self.parked_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let due = match app.state.due_before(&ns, partition, horizon, PARK_LOAD_LIMIT) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(namespace = %ns, error = %e, "reading the due-time index failed");
+                    Vec::new()
+                }
+            };
+            let mut out = Vec::with_capacity(due.len());
+            for (due_ms, offset) in due {
+                if skip.contains(&offset) {
+                    continue;
+                }
+                let rec = match log.read_from(offset).map(|mut r| r.next()) {
+                    Ok(Some(Ok(rec))) if rec.offset == offset => Some(rec),
+                    other => {
+                        tracing::warn!(namespace = %ns, offset, result = ?other.map(|o| o.map(|r| r.map(|r| r.offset))), "parked message not readable; dropping it from the due-time index");
+                        None
+                    }
+                };
+                let prior = rec.as_ref().and_then(|_| {
+                    app.state
+                        .delivery_state(&ns, partition, offset)
+                        .ok()
+                        .flatten()
+                        .and_then(|b| DeliveryRecord::decode(&b).ok())
+                });
+                out.push(Loaded {
+                    due_ms,
+                    offset,
+                    rec,
+                    prior,
+                });
             }
-        };
-        for (due_ms, offset) in due {
+            let _ = tx.send(out);
+        });
+    }
+
+    /// Puts a loaded batch of parked messages on the wheel.
+    pub(super) fn take_parked(&mut self, batch: Vec<Loaded>) {
+        self.scan_in_flight = false;
+        for Loaded {
+            due_ms,
+            offset,
+            rec,
+            prior,
+        } in batch
+        {
             if self.loaded.contains(&offset) || self.slots.contains_key(&offset) {
                 continue;
             }
-            let rec = match self.log.read_from(offset).map(|mut r| r.next()) {
-                Ok(Some(Ok(rec))) if rec.offset == offset => rec,
-                other => {
-                    // The log no longer has it (retention) or cannot read it: drop the entry.
-                    tracing::warn!(namespace = %self.ns, offset, result = ?other.map(|o| o.map(|r| r.map(|r| r.offset))), "parked message not readable; dropping it from the due-time index");
-                    self.unpark(due_ms, offset);
-                    continue;
-                }
+            // Gone from the log (retention) or unreadable, or resolved already: drop the entry.
+            let Some(rec) = rec else {
+                self.unpark(due_ms, offset);
+                continue;
             };
-            let prior = self
-                .app
-                .state
-                .delivery_state(&self.ns, self.partition, offset)
-                .ok()
-                .flatten()
-                .and_then(|b| DeliveryRecord::decode(&b).ok());
             if prior.as_ref().is_some_and(|p| p.status.is_final()) {
                 self.unpark(due_ms, offset);
                 continue;

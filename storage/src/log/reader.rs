@@ -151,17 +151,41 @@ impl LogReader {
             r.buf.len() - start >= len
         };
         if !(have(self) && whole(self)) {
-            let want = READ_CHUNK.max(self.shared.config.max_record_bytes.min(64 << 20));
+            // A fresh reader (often one that reads one record and goes) reads a chunk; a
+            // reader under way reads ahead by up to the largest record. A record longer than
+            // what was read is then read whole, up to the largest record the log accepts (a
+            // longer length field is the decoder's to refuse).
             let avail = usize::try_from(limit.saturating_sub(pos)).unwrap_or(usize::MAX);
-            let n = want.min(avail);
-            self.buf.resize(n, 0);
-            let got =
-                read_up_to(file, &mut self.buf, pos).map_err(|e| Error::io(IoOp::Read, path, e))?;
-            self.buf.truncate(got);
-            self.buf_pos = pos;
+            let want = if self.buf.is_empty() {
+                READ_CHUNK
+            } else {
+                READ_CHUNK.max(self.shared.config.max_record_bytes.min(64 << 20))
+            };
+            self.read_at(file, path, pos, want.min(avail))?;
+            if have(self) && !whole(self) {
+                let len = crate::format::get_u32(&self.buf, crate::format::record::R_LENGTH) as usize;
+                let max = self.shared.config.max_record_bytes.min(64 << 20);
+                self.read_at(file, path, pos, len.min(max).min(avail))?;
+            }
         }
         let start = usize::try_from(pos - self.buf_pos).unwrap_or(usize::MAX);
         Ok(self.buf.get(start..).unwrap_or(&[]))
+    }
+
+    /// Reads `n` bytes at `pos` into `buf` (fewer at the file's end).
+    fn read_at(
+        &mut self,
+        file: &dyn crate::io::VFile,
+        path: &std::path::Path,
+        pos: u64,
+        n: usize,
+    ) -> Result<()> {
+        self.buf.resize(n, 0);
+        let got =
+            read_up_to(file, &mut self.buf, pos).map_err(|e| Error::io(IoOp::Read, path, e))?;
+        self.buf.truncate(got);
+        self.buf_pos = pos;
+        Ok(())
     }
 
     fn read_next(&mut self) -> Option<Result<StoredRecord>> {
