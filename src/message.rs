@@ -84,6 +84,31 @@ pub enum MessageError {
 }
 
 impl StoredMessage {
+    /// A message with only its identity, payload and acceptance time (no targets, lifecycle,
+    /// metadata, priority, tags, transaction, idempotency key or request id).
+    #[must_use]
+    pub fn new(
+        message_id: impl Into<String>,
+        namespace: impl Into<String>,
+        payload: Box<RawValue>,
+        accepted_at_ms: u64,
+    ) -> Self {
+        Self {
+            message_id: message_id.into(),
+            namespace: namespace.into(),
+            payload,
+            target: None,
+            lifecycle: None,
+            metadata: None,
+            priority: None,
+            tags: None,
+            transaction_id: None,
+            idempotency_key: None,
+            request_id: None,
+            accepted_at_ms,
+        }
+    }
+
     /// Encodes the message as a log record (`due_ms`: earliest delivery, 0 = now).
     ///
     /// # Errors

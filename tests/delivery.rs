@@ -313,20 +313,12 @@ fn an_expired_message_is_recorded_expired_and_never_delivered() {
     s.create_namespace(json!({ "name": "ttl", "messageTtlSeconds": 60, "targetConfigs": [webhook("h", &rx.url("ok"))] }));
     // A message that waited longer than its TTL (e.g. the service was down for two hours):
     // appended with an acceptance time two hours ago.
-    let msg = wald::message::StoredMessage {
-        message_id: "wal_1_expired00".into(),
-        namespace: "ttl".into(),
-        payload: serde_json::value::RawValue::from_string("{\"old\":true}".into()).unwrap(),
-        target: None,
-        lifecycle: None,
-        metadata: None,
-        priority: None,
-        tags: None,
-        transaction_id: None,
-        idempotency_key: None,
-        request_id: None,
-        accepted_at_ms: now_ms() - 2 * 3600 * 1000,
-    };
+    let msg = wald::message::StoredMessage::new(
+        "wal_1_expired00",
+        "ttl",
+        serde_json::value::RawValue::from_string("{\"old\":true}".into()).unwrap(),
+        now_ms() - 2 * 3600 * 1000,
+    );
     let log = s.app.engine.log("ttl", 0).unwrap();
     let a = log
         .append_one(msg.to_record(b"", 0).unwrap(), wald_storage::Durability::Sync)

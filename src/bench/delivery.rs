@@ -273,23 +273,15 @@ fn write_delays(app: &App, opts: &DeliveryOptions, base_ms: u64) -> Result<(), C
         for k in i..end {
             let due = base_ms + (u128::from(k) * u128::from(spread_ms) / u128::from(n)) as u64;
             let id = format!("wal_{now}_{k:09}");
-            let msg = StoredMessage {
-                message_id: id.clone(),
-                namespace: "delays".into(),
-                payload: serde_json::value::RawValue::from_string(format!(
+            let msg = StoredMessage::new(
+                id.clone(),
+                "delays",
+                serde_json::value::RawValue::from_string(format!(
                     r#"{{"t":{}}}"#,
                     due * 1000
                 ))?,
-                target: None,
-                lifecycle: None,
-                metadata: None,
-                priority: None,
-                tags: None,
-                transaction_id: None,
-                idempotency_key: None,
-                request_id: None,
-                accepted_at_ms: now,
-            };
+                now,
+            );
             records.push(msg.to_record(b"", due)?);
             ids.push(RecordIds {
                 message_id: id,

@@ -67,19 +67,11 @@ mod tests {
     use serde_json::json;
 
     fn msg(target: Option<serde_json::Value>, lifecycle: Option<serde_json::Value>) -> StoredMessage {
+        let payload = serde_json::value::RawValue::from_string("{\"a\":1}".into()).unwrap();
         StoredMessage {
-            message_id: "wal_1_a".into(),
-            namespace: "ns".into(),
-            payload: serde_json::value::RawValue::from_string("{\"a\":1}".into()).unwrap(),
             target,
             lifecycle,
-            metadata: None,
-            priority: None,
-            tags: None,
-            transaction_id: None,
-            idempotency_key: None,
-            request_id: None,
-            accepted_at_ms: 1,
+            ..StoredMessage::new("wal_1_a", "ns", payload, 1)
         }
     }
 

@@ -18,18 +18,8 @@ fn ids(id: &str, idem: Option<&str>) -> RecordIds {
 
 fn message(ns: &str, i: u64, idem: Option<String>) -> StoredMessage {
     StoredMessage {
-        message_id: format!("wal_{i}_{ns}"),
-        namespace: ns.to_owned(),
-        payload: RawValue::from_string(format!(r#"{{"n":{i}}}"#)).unwrap(),
-        target: None,
-        lifecycle: None,
-        metadata: None,
-        priority: None,
-        tags: None,
-        transaction_id: None,
         idempotency_key: idem,
-        request_id: None,
-        accepted_at_ms: 1,
+        ..StoredMessage::new(format!("wal_{i}_{ns}"), ns, RawValue::from_string(format!(r#"{{"n":{i}}}"#)).unwrap(), 1)
     }
 }
 
