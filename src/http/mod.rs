@@ -11,6 +11,7 @@ pub mod health;
 pub mod namespaces;
 pub mod ns_metrics;
 pub mod ratelimit;
+pub mod read;
 pub mod request_id;
 pub mod wal;
 
@@ -58,6 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
     let body_limit = usize::try_from(app.config.server.max_body_bytes).unwrap_or(usize::MAX);
     let mut r = Router::new()
         .merge(wal::router())
+        .merge(read::router())
         .merge(ns_metrics::router())
         .merge(namespaces::router())
         .merge(dlq::router())

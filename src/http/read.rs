@@ -1,0 +1,282 @@
+//! Reading back: `GET /api/v1/wal/messages/{messageId}` (a message as written, with its
+//! delivery status) and `GET /api/v1/wal/namespace/{ns}/messages` (a partition's records in
+//! order, with the offset to continue from).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{authorize_namespace, Caller};
+use super::error::{ApiError, ErrorCode};
+use super::wal::lookup_namespace;
+use crate::app::App;
+use crate::message::{RecordIds, StoredMessage};
+use crate::model::time::rfc3339_ms;
+use crate::model::validate::FieldError;
+
+/// The routes of this resource.
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/v1/wal/messages/{message_id}", get(get_message))
+        .route(
+            "/api/v1/wal/namespace/{namespace}/messages",
+            get(read_messages),
+        )
+}
+
+/// A message read back.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    /// The message id.
+    pub message_id: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset in the partition log.
+    pub offset: u64,
+    /// The payload exactly as written.
+    #[schema(value_type = Object)]
+    pub payload: Box<serde_json::value::RawValue>,
+    /// Targets named at write time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub target: Option<serde_json::Value>,
+    /// Lifecycle settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub lifecycle: Option<serde_json::Value>,
+    /// Metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Idempotency key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// When it was accepted (RFC 3339).
+    pub accepted_at: String,
+    /// When it may be delivered (RFC 3339; absent = at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<String>,
+    /// Delivery status: `pending`, `scheduled` (delayed), `delivering`, `delivered`,
+    /// `dead_lettered`, `failed`, `expired` or `no_targets`.
+    pub status: crate::delivery::record::MessageStatus,
+    /// Every delivery attempt so far, of every target (each names its `target` and `region`).
+    #[schema(value_type = Vec<Object>)]
+    pub attempts: Vec<serde_json::Value>,
+    /// Each target's (and so each region's) delivery: status, attempts, next attempt.
+    pub targets: Vec<crate::delivery::record::TargetDelivery>,
+}
+
+/// The delivery record of a message (none yet: pending).
+fn delivery_record(app: &App, namespace: &str, partition: u32, offset: u64) -> crate::delivery::record::DeliveryRecord {
+    app.state
+        .delivery_state(namespace, partition, offset)
+        .ok()
+        .flatten()
+        .and_then(|b| crate::delivery::record::DeliveryRecord::decode(&b).ok())
+        .unwrap_or_default()
+}
+
+fn view(
+    rec: &wald_storage::StoredRecord,
+    partition: u32,
+    delivery: crate::delivery::record::DeliveryRecord,
+) -> Result<MessageView, ApiError> {
+    let m = StoredMessage::from_record(rec).map_err(ApiError::internal)?;
+    let attempts = delivery
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.attempts.iter().map(move |a| {
+                serde_json::json!({
+                    "target": t.identifier,
+                    "region": t.region,
+                    "attempt": a.attempt,
+                    "at": rfc3339_ms(a.at_ms),
+                    "durationMs": a.duration_ms,
+                    "error": a.error,
+                    "errorClass": a.error_class,
+                })
+            })
+        })
+        .collect();
+    Ok(MessageView {
+        message_id: m.message_id,
+        namespace: m.namespace,
+        partition,
+        offset: rec.offset,
+        payload: m.payload,
+        target: m.target,
+        lifecycle: m.lifecycle,
+        metadata: m.metadata,
+        priority: m.priority,
+        tags: m.tags,
+        idempotency_key: m.idempotency_key,
+        accepted_at: rfc3339_ms(m.accepted_at_ms),
+        due_at: (rec.due_ms > 0).then(|| rfc3339_ms(rec.due_ms)),
+        status: delivery.status,
+        attempts,
+        targets: delivery.targets,
+    })
+}
+
+/// Reads a message by id: the record at its indexed location, checked to carry that id.
+#[utoipa::path(
+    get, path = "/api/v1/wal/messages/{message_id}", tag = "wal",
+    params(("message_id" = String, Path, description = "The message id")),
+    responses(
+        (status = 200, description = "The message as written", body = MessageView),
+        (status = 404, description = "Unknown message", body = super::error::ErrorEnvelope),
+    ),
+    security((), ("api_key" = []), ("bearer" = []))
+)]
+pub async fn get_message(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(message_id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::MessageNotFound,
+            format!("Message '{message_id}' not found"),
+        )
+        .with_details(serde_json::json!({ "messageId": message_id }))
+    };
+    let loc = app
+        .state
+        .message_location(&message_id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)?;
+    let ns = lookup_namespace(&app, &loc.namespace).map_err(|_| not_found())?;
+    authorize_namespace(&app, &caller, &ns, &loc.namespace)?;
+    let log = ns
+        .logs
+        .get(loc.partition as usize)
+        .cloned()
+        .ok_or_else(not_found)?;
+    let rec = tokio::task::spawn_blocking(move || log.read_from(loc.offset).map(|mut r| r.next()))
+        .await
+        .map_err(ApiError::internal)?;
+    let rec = match rec {
+        Ok(Some(Ok(r))) => r,
+        Ok(None) | Err(wald_storage::Error::OffsetOutOfRange { .. }) => return Err(not_found()),
+        Ok(Some(Err(e))) | Err(e) => return Err(ApiError::from(e)),
+    };
+    // The index is derived: trust the record, not the index.
+    if RecordIds::of(&rec).map(|i| i.message_id).ok().as_deref() != Some(message_id.as_str()) {
+        return Err(not_found());
+    }
+    let delivery = delivery_record(&app, &loc.namespace, loc.partition, loc.offset);
+    Ok(Json(view(&rec, loc.partition, delivery)?))
+}
+
+/// Query of the read API.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadQuery {
+    /// Partition (default 0).
+    pub partition: Option<u32>,
+    /// First offset (default: the first held).
+    pub from_offset: Option<u64>,
+    /// Or: the first record appended at or after this time (ms since the epoch).
+    pub from_time: Option<u64>,
+    /// Most records to return (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// Records in order, with the offset to continue from.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadPage {
+    /// The namespace.
+    pub namespace: String,
+    /// The partition.
+    pub partition: u32,
+    /// The messages.
+    pub messages: Vec<MessageView>,
+    /// The offset to pass as `fromOffset` to continue.
+    pub next_offset: u64,
+}
+
+/// Reads (replays) a partition's records in order.
+#[utoipa::path(
+    get, path = "/api/v1/wal/namespace/{namespace}/messages", tag = "wal",
+    params(("namespace" = String, Path, description = "The namespace"), ReadQuery),
+    responses(
+        (status = 200, description = "Records in order", body = ReadPage),
+        (status = 400, description = "Invalid query", body = super::error::ErrorEnvelope),
+        (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope),
+        (status = 416, description = "fromOffset outside the log", body = super::error::ErrorEnvelope),
+    ),
+    security((), ("api_key" = []), ("bearer" = []))
+)]
+pub async fn read_messages(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReadPage>, ApiError> {
+    let Query(q) = query?;
+    let name = crate::model::namespace::normalise_namespace_name(&namespace);
+    let ns = lookup_namespace(&app, &name)?;
+    authorize_namespace(&app, &caller, &ns, &name)?;
+    let partition = q.partition.unwrap_or(0);
+    let log = ns.logs.get(partition as usize).cloned().ok_or_else(|| {
+        ApiError::validation(vec![FieldError {
+            field: "partition".into(),
+            message: format!(
+                "namespace has {} partitions (0..{})",
+                ns.logs.len(),
+                ns.logs.len()
+            ),
+        }])
+    })?;
+    if q.from_offset.is_some() && q.from_time.is_some() {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "fromTime".into(),
+            message: "give fromOffset or fromTime, not both".into(),
+        }]));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "limit".into(),
+            message: "must be 1..=1000".into(),
+        }]));
+    }
+    let (records, next) = tokio::task::spawn_blocking(move || -> Result<_, wald_storage::Error> {
+        let mut reader = match (q.from_offset, q.from_time) {
+            (_, Some(t)) => log.read_from_time(t)?,
+            (Some(o), None) => log.read_from(o)?,
+            (None, None) => log.read_from(log.stats().first_offset)?,
+        };
+        let mut out = Vec::with_capacity(limit.min(1000));
+        for r in reader.by_ref().take(limit) {
+            out.push(r?);
+        }
+        Ok((out, reader.next_offset()))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let messages = records
+        .iter()
+        .map(|r| view(r, partition, delivery_record(&app, &name, partition, r.offset)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(ReadPage {
+        namespace: name,
+        partition,
+        messages,
+        next_offset: next,
+    }))
+}
