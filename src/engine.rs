@@ -102,18 +102,20 @@ impl Engine {
         // attempts can outgrow the message limit).
         let mut config = self.config.clone();
         config.preallocate = wald_storage::Preallocate::None;
-        let bigger = usize::try_from(config.segment_bytes.saturating_sub(1024)).unwrap_or(usize::MAX);
+        let bigger =
+            usize::try_from(config.segment_bytes.saturating_sub(1024)).unwrap_or(usize::MAX);
         let mut candidate = config.clone();
         candidate.max_record_bytes = bigger.max(config.max_record_bytes);
         if candidate.validate().is_ok() {
             config = candidate;
         }
-        let log = Log::open_with(Arc::clone(&self.fs), self.dlq_dir(namespace), config)
-        .map_err(|source| EngineError::Open {
-            namespace: format!("{namespace} (dead-letter queue)"),
-            partition: 0,
-            source,
-        })?;
+        let log = Log::open_with(Arc::clone(&self.fs), self.dlq_dir(namespace), config).map_err(
+            |source| EngineError::Open {
+                namespace: format!("{namespace} (dead-letter queue)"),
+                partition: 0,
+                source,
+            },
+        )?;
         let log = Arc::new(log);
         map.insert(namespace.to_owned(), Arc::clone(&log));
         Ok(log)
@@ -240,9 +242,14 @@ impl Engine {
 
     /// Closes every log: drains queues and syncs. Errors are logged.
     pub fn close_all(&self) {
-        let mut all = std::mem::take(&mut *self.logs.write().unwrap_or_else(PoisonError::into_inner));
-        for (ns, log) in std::mem::take(&mut *self.dlq.write().unwrap_or_else(PoisonError::into_inner)) {
-            all.entry(format!("{ns} (dead-letter queue)")).or_default().push(log);
+        let mut all =
+            std::mem::take(&mut *self.logs.write().unwrap_or_else(PoisonError::into_inner));
+        for (ns, log) in
+            std::mem::take(&mut *self.dlq.write().unwrap_or_else(PoisonError::into_inner))
+        {
+            all.entry(format!("{ns} (dead-letter queue)"))
+                .or_default()
+                .push(log);
         }
         for (ns, logs) in all {
             for (p, log) in logs.into_iter().enumerate() {

@@ -208,7 +208,10 @@ impl Metrics {
     ///
     /// # Errors
     /// A registration conflict (a bug).
-    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+    pub fn register(
+        &self,
+        c: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
         self.registry.register(c)
     }
 

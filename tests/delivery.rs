@@ -55,7 +55,10 @@ fn wait_status(s: &Server, id: &str, status: &str, secs: u64) -> Value {
         if m["status"] == status {
             return m;
         }
-        assert!(Instant::now() < deadline, "message {id} never reached {status}: {m:#}");
+        assert!(
+            Instant::now() < deadline,
+            "message {id} never reached {status}: {m:#}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -73,7 +76,11 @@ fn wait_dlq(s: &Server, ns: &str, id: &str, f: impl Fn(&Value) -> bool, what: &s
         if r.status == 200 && f(&r.json()) {
             return r.json();
         }
-        assert!(Instant::now() < deadline, "DLQ entry {id} never {what}: {}", r.text());
+        assert!(
+            Instant::now() < deadline,
+            "DLQ entry {id} never {what}: {}",
+            r.text()
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -89,8 +96,12 @@ fn a_failing_target_is_retried_with_the_policy_backoff_then_delivered() {
         "targetConfigs": [webhook("hook", &rx.url("fail-first/2"))],
     }));
     // Odd spacing: the receiver must get the client's bytes, not a re-serialisation.
-    let r = s.req("POST", "/api/v1/wal/write", &[("content-type", "application/json")],
-        Some(r#"{"namespace":"retry","payload":{ "n" :  1 }}"#));
+    let r = s.req(
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some(r#"{"namespace":"retry","payload":{ "n" :  1 }}"#),
+    );
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["messageId"].as_str().unwrap().to_owned();
     let hits = rx.wait_for(15, "the third attempt", |h| {
@@ -98,13 +109,25 @@ fn a_failing_target_is_retried_with_the_policy_backoff_then_delivered() {
     });
     let mine: Vec<_> = hits.iter().filter(|h| h.message_id == id).collect();
     assert_eq!(mine.len(), 3, "{mine:#?}");
-    assert_eq!(mine.iter().map(|h| h.attempt).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(mine[2].body, r#"{ "n" :  1 }"#, "the payload is delivered byte for byte");
+    assert_eq!(
+        mine.iter().map(|h| h.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        mine[2].body, r#"{ "n" :  1 }"#,
+        "the payload is delivered byte for byte"
+    );
     // Exponential from 200 ms, no jitter: waits of 200 then 400 ms.
     let gap1 = mine[1].at_ms - mine[0].at_ms;
     let gap2 = mine[2].at_ms - mine[1].at_ms;
-    assert!((190..900).contains(&gap1), "first wait {gap1} ms, expected ~200");
-    assert!((390..1100).contains(&gap2), "second wait {gap2} ms, expected ~400");
+    assert!(
+        (190..900).contains(&gap1),
+        "first wait {gap1} ms, expected ~200"
+    );
+    assert!(
+        (390..1100).contains(&gap2),
+        "second wait {gap2} ms, expected ~400"
+    );
     assert!(gap2 > gap1, "backoff grows: {gap1} then {gap2}");
 
     let m = wait_status(&s, &id, "delivered", 10);
@@ -121,33 +144,64 @@ fn a_failing_target_is_retried_with_the_policy_backoff_then_delivered() {
 #[test]
 fn failures_go_to_the_dlq_and_replay_and_discard_work() {
     let rx = Receiver::start();
-    rx.shared.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    rx.shared
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let (_d, dir) = tempdir();
     let s = Server::start(config(&dir));
-    s.create_namespace(json!({ "name": "dlq", "retryPolicy": policy(2, 100, "constant"),
-        "dlqConfig": { "maxRetries": 1, "retryBackoffMs": 50 } }));
+    s.create_namespace(
+        json!({ "name": "dlq", "retryPolicy": policy(2, 100, "constant"),
+        "dlqConfig": { "maxRetries": 1, "retryBackoffMs": 50 } }),
+    );
 
     // A permanent failure: one attempt, then the DLQ.
-    let perm = write(&s, "dlq", json!({"k": "perm"}), json!({"target": webhook("p", &rx.url("perm"))}));
+    let perm = write(
+        &s,
+        "dlq",
+        json!({"k": "perm"}),
+        json!({"target": webhook("p", &rx.url("perm"))}),
+    );
     // A target that stays down: 1 + 2 retries, then the DLQ.
-    let down = write(&s, "dlq", json!({"k": "down"}), json!({"target": webhook("d", &rx.url("down"))}));
+    let down = write(
+        &s,
+        "dlq",
+        json!({"k": "down"}),
+        json!({"target": webhook("d", &rx.url("down"))}),
+    );
     // A payload the receiver refuses until it is corrected.
-    let bad = write(&s, "dlq", json!({"fixed": false}), json!({"target": webhook("n", &rx.url("needs-fixed"))}));
+    let bad = write(
+        &s,
+        "dlq",
+        json!({"fixed": false}),
+        json!({"target": webhook("n", &rx.url("needs-fixed"))}),
+    );
     // DLQ off for this one: it fails for good without an entry.
-    let off = write(&s, "dlq", json!({"k": "off"}),
-        json!({"target": webhook("p", &rx.url("perm")), "lifecycle": {"enableDLQ": false}}));
+    let off = write(
+        &s,
+        "dlq",
+        json!({"k": "off"}),
+        json!({"target": webhook("p", &rx.url("perm")), "lifecycle": {"enableDLQ": false}}),
+    );
 
     for id in [&perm, &down, &bad] {
         wait_status(&s, id, "dead_lettered", 15);
     }
     wait_status(&s, &off, "failed", 15);
-    assert_eq!(rx.hits_of(&perm).len(), 1, "a permanent error is not retried");
+    assert_eq!(
+        rx.hits_of(&perm).len(),
+        1,
+        "a permanent error is not retried"
+    );
     assert_eq!(rx.hits_of(&down).len(), 3, "max 2 retries: 3 attempts");
 
     let list = s.admin("GET", "/api/v1/namespaces/dlq/dlq", None);
     assert_eq!(list.status, 200, "{}", list.text());
-    let ids: Vec<String> = list.json()["entries"].as_array().unwrap().iter()
-        .map(|e| e["messageId"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = list.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_owned())
+        .collect();
     for id in [&perm, &down, &bad] {
         assert!(ids.contains(id), "{id} listed in {ids:?}");
     }
@@ -155,62 +209,123 @@ fn failures_go_to_the_dlq_and_replay_and_discard_work() {
 
     let e = dlq_entry(&s, "dlq", &down);
     assert_eq!(e["status"], "pending");
-    let attempts = e["entry"]["delivery"]["targets"][0]["attempts"].as_array().unwrap().clone();
+    let attempts = e["entry"]["delivery"]["targets"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(attempts.len(), 3, "every attempt's error is kept: {e:#}");
-    assert!(attempts.iter().all(|a| a["errorClass"] == "5xx" && a["error"].is_string()));
+    assert!(attempts
+        .iter()
+        .all(|a| a["errorClass"] == "5xx" && a["error"].is_string()));
     assert_eq!(e["entry"]["message"]["payload"], json!({"k": "down"}));
 
     // Replay of a message that is not in the DLQ.
-    let r = s.admin("POST", "/api/v1/namespaces/dlq/dlq/wal_0_nothere/replay", None);
+    let r = s.admin(
+        "POST",
+        "/api/v1/namespaces/dlq/dlq/wal_0_nothere/replay",
+        None,
+    );
     r.assert_error(404, "MESSAGE_NOT_FOUND");
 
     // The target is fixed: replay delivers.
-    rx.shared.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    let r = s.admin("POST", &format!("/api/v1/namespaces/dlq/dlq/{down}/replay"), None);
+    rx.shared
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = s.admin(
+        "POST",
+        &format!("/api/v1/namespaces/dlq/dlq/{down}/replay"),
+        None,
+    );
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["status"], "replaying");
     wait_dlq(&s, "dlq", &down, |e| e["status"] == "replayed", "replayed");
     assert!(rx.hits_of(&down).iter().any(|h| h.status == 200));
     assert_eq!(message(&s, &down)["status"], "delivered");
     // A second replay of a resolved entry is refused.
-    let r = s.admin("POST", &format!("/api/v1/namespaces/dlq/dlq/{down}/replay"), None);
+    let r = s.admin(
+        "POST",
+        &format!("/api/v1/namespaces/dlq/dlq/{down}/replay"),
+        None,
+    );
     r.assert_error(409, "CONFLICT");
 
     // Replay with an edited payload.
-    let r = s.admin("POST", &format!("/api/v1/namespaces/dlq/dlq/{bad}/replay"),
-        Some(&json!({"payload": {"fixed": true}})));
+    let r = s.admin(
+        "POST",
+        &format!("/api/v1/namespaces/dlq/dlq/{bad}/replay"),
+        Some(&json!({"payload": {"fixed": true}})),
+    );
     assert_eq!(r.status, 202, "{}", r.text());
     wait_dlq(&s, "dlq", &bad, |e| e["status"] == "replayed", "replayed");
     let last = rx.hits_of(&bad).pop().unwrap();
-    assert_eq!((last.status, last.body.as_str()), (200, r#"{"fixed":true}"#));
+    assert_eq!(
+        (last.status, last.body.as_str()),
+        (200, r#"{"fixed":true}"#)
+    );
 
     // A replay that fails again goes back to the DLQ with the new attempts: nothing lost.
-    let r = s.admin("POST", &format!("/api/v1/namespaces/dlq/dlq/{perm}/replay"), None);
+    let r = s.admin(
+        "POST",
+        &format!("/api/v1/namespaces/dlq/dlq/{perm}/replay"),
+        None,
+    );
     assert_eq!(r.status, 202, "{}", r.text());
-    let e = wait_dlq(&s, "dlq", &perm, |e| e["status"] == "pending" && e["replays"] == 1, "back to pending");
-    let attempts = e["entry"]["delivery"]["targets"][0]["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "the first attempt and the replay's: {e:#}");
+    let e = wait_dlq(
+        &s,
+        "dlq",
+        &perm,
+        |e| e["status"] == "pending" && e["replays"] == 1,
+        "back to pending",
+    );
+    let attempts = e["entry"]["delivery"]["targets"][0]["attempts"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "the first attempt and the replay's: {e:#}"
+    );
     assert_eq!(e["entry"]["message"]["payload"], json!({"k": "perm"}));
 
     // Discard: recorded, no longer pending.
-    let r = s.admin("DELETE", &format!("/api/v1/namespaces/dlq/dlq/{perm}"), None);
+    let r = s.admin(
+        "DELETE",
+        &format!("/api/v1/namespaces/dlq/dlq/{perm}"),
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["status"], "discarded");
     let list = s.admin("GET", "/api/v1/namespaces/dlq/dlq", None).json();
-    assert!(list["entries"].as_array().unwrap().is_empty(), "nothing pending: {list:#}");
-    let all = s.admin("GET", "/api/v1/namespaces/dlq/dlq?status=all", None).json();
+    assert!(
+        list["entries"].as_array().unwrap().is_empty(),
+        "nothing pending: {list:#}"
+    );
+    let all = s
+        .admin("GET", "/api/v1/namespaces/dlq/dlq?status=all", None)
+        .json();
     assert_eq!(all["entries"].as_array().unwrap().len(), 3);
-    let r = s.admin("DELETE", &format!("/api/v1/namespaces/dlq/dlq/{perm}"), None);
+    let r = s.admin(
+        "DELETE",
+        &format!("/api/v1/namespaces/dlq/dlq/{perm}"),
+        None,
+    );
     r.assert_error(409, "CONFLICT");
 
     // Bad input on the DLQ API.
-    s.admin("GET", "/api/v1/namespaces/dlq/dlq?status=nope", None).assert_error(400, "VALIDATION_ERROR");
-    s.admin("GET", "/api/v1/namespaces/dlq/dlq?limit=0", None).assert_error(400, "VALIDATION_ERROR");
-    s.admin("GET", "/api/v1/namespaces/nope/dlq", None).assert_error(404, "NAMESPACE_NOT_FOUND");
-    s.req("GET", "/api/v1/namespaces/dlq/dlq", &[], None).assert_error(401, "UNAUTHORIZED");
+    s.admin("GET", "/api/v1/namespaces/dlq/dlq?status=nope", None)
+        .assert_error(400, "VALIDATION_ERROR");
+    s.admin("GET", "/api/v1/namespaces/dlq/dlq?limit=0", None)
+        .assert_error(400, "VALIDATION_ERROR");
+    s.admin("GET", "/api/v1/namespaces/nope/dlq", None)
+        .assert_error(404, "NAMESPACE_NOT_FOUND");
+    s.req("GET", "/api/v1/namespaces/dlq/dlq", &[], None)
+        .assert_error(401, "UNAUTHORIZED");
 
     let metrics = s.req("GET", "/metrics", &[], None).text();
-    assert!(metrics.contains("wald_dlq_arrivals_total{namespace=\"dlq\"} 4"), "{metrics}");
+    assert!(
+        metrics.contains("wald_dlq_arrivals_total{namespace=\"dlq\"} 4"),
+        "{metrics}"
+    );
     assert!(metrics.contains("wald_deliveries_total"), "{metrics}");
     s.stop();
 }
@@ -218,33 +333,59 @@ fn failures_go_to_the_dlq_and_replay_and_discard_work() {
 #[test]
 fn a_bulk_dlq_replay_is_a_task_with_progress() {
     let rx = Receiver::start();
-    rx.shared.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    rx.shared
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let (_d, dir) = tempdir();
     let s = Server::start(config(&dir));
-    s.create_namespace(json!({ "name": "bulk", "retryPolicy": policy(0, 100, "constant"),
-        "targetConfigs": [webhook("d", &rx.url("down"))] }));
-    let ids: Vec<String> = (0..5).map(|i| write(&s, "bulk", json!({"i": i}), json!({}))).collect();
+    s.create_namespace(
+        json!({ "name": "bulk", "retryPolicy": policy(0, 100, "constant"),
+        "targetConfigs": [webhook("d", &rx.url("down"))] }),
+    );
+    let ids: Vec<String> = (0..5)
+        .map(|i| write(&s, "bulk", json!({"i": i}), json!({})))
+        .collect();
     for id in &ids {
         wait_status(&s, id, "dead_lettered", 15);
     }
-    rx.shared.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    let r = s.admin("POST", "/api/v1/namespaces/bulk/dlq/replay", Some(&json!({"since": 0})));
+    rx.shared
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = s.admin(
+        "POST",
+        "/api/v1/namespaces/bulk/dlq/replay",
+        Some(&json!({"since": 0})),
+    );
     assert_eq!(r.status, 202, "{}", r.text());
     let task = r.json()["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
     let t = loop {
-        let t = s.admin("GET", &format!("/api/v1/tasks/{task}"), None).json();
+        let t = s
+            .admin("GET", &format!("/api/v1/tasks/{task}"), None)
+            .json();
         if t["finished"] == true {
             break t;
         }
         assert!(Instant::now() < deadline, "task never finished: {t:#}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!((t["total"].as_u64(), t["succeeded"].as_u64(), t["failed"].as_u64()), (Some(5), Some(5), Some(0)), "{t:#}");
+    assert_eq!(
+        (
+            t["total"].as_u64(),
+            t["succeeded"].as_u64(),
+            t["failed"].as_u64()
+        ),
+        (Some(5), Some(5), Some(0)),
+        "{t:#}"
+    );
     for id in &ids {
-        assert!(rx.hits_of(id).iter().any(|h| h.status == 200), "{id} delivered by the replay");
+        assert!(
+            rx.hits_of(id).iter().any(|h| h.status == 200),
+            "{id} delivered by the replay"
+        );
     }
-    s.admin("GET", "/api/v1/tasks/task_0_nope", None).assert_error(404, "NOT_FOUND");
+    s.admin("GET", "/api/v1/tasks/task_0_nope", None)
+        .assert_error(404, "NOT_FOUND");
     s.stop();
 }
 
@@ -253,22 +394,47 @@ fn one_partition_key_is_delivered_in_offset_order_across_retries() {
     let rx = Receiver::start();
     let (_d, dir) = tempdir();
     let s = Server::start(config(&dir));
-    s.create_namespace(json!({ "name": "order", "retryPolicy": policy(5, 100, "constant"),
-        "targetConfigs": [webhook("h", &rx.url("flaky3"))] }));
+    s.create_namespace(
+        json!({ "name": "order", "retryPolicy": policy(5, 100, "constant"),
+        "targetConfigs": [webhook("h", &rx.url("flaky3"))] }),
+    );
     let n = 30u64;
     for seq in 0..n {
-        write(&s, "order", json!({"seq": seq}), json!({"partitionKey": "user-1"}));
+        write(
+            &s,
+            "order",
+            json!({"seq": seq}),
+            json!({"partitionKey": "user-1"}),
+        );
     }
     let hits = rx.wait_for(30, "every message delivered", |h| {
         h.iter().filter(|x| x.status == 200).count() as u64 >= n
     });
-    let seq_of = |h: &receiver::Hit| serde_json::from_str::<Value>(&h.body).unwrap()["seq"].as_u64().unwrap();
-    let delivered: Vec<u64> = hits.iter().filter(|h| h.status == 200).map(seq_of).collect();
-    assert_eq!(delivered, (0..n).collect::<Vec<_>>(), "delivered in offset order");
+    let seq_of = |h: &receiver::Hit| {
+        serde_json::from_str::<Value>(&h.body).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let delivered: Vec<u64> = hits
+        .iter()
+        .filter(|h| h.status == 200)
+        .map(seq_of)
+        .collect();
+    assert_eq!(
+        delivered,
+        (0..n).collect::<Vec<_>>(),
+        "delivered in offset order"
+    );
     // One at a time per key: no message is attempted before its predecessor was delivered.
     let attempted: Vec<u64> = hits.iter().map(seq_of).collect();
-    assert!(attempted.windows(2).all(|w| w[0] <= w[1]), "attempts in order: {attempted:?}");
-    assert!(hits.iter().any(|h| h.status == 503), "some attempts failed and were retried");
+    assert!(
+        attempted.windows(2).all(|w| w[0] <= w[1]),
+        "attempts in order: {attempted:?}"
+    );
+    assert!(
+        hits.iter().any(|h| h.status == 503),
+        "some attempts failed and were retried"
+    );
     s.stop();
 }
 
@@ -281,25 +447,53 @@ fn delayed_messages_wait_for_their_time_also_across_a_restart() {
     let s = Server::start(cfg.clone());
     s.create_namespace(json!({ "name": "later", "targetConfigs": [webhook("h", &rx.url("ok"))] }));
     let t0 = now_ms();
-    let soon = write(&s, "later", json!({"d": "soon"}), json!({"lifecycle": {"delay": 1, "delayUnit": "seconds"}}));
+    let soon = write(
+        &s,
+        "later",
+        json!({"d": "soon"}),
+        json!({"lifecycle": {"delay": 1, "delayUnit": "seconds"}}),
+    );
     // Parked (due beyond park_after_ms): waits in the due-time index, survives the restart.
-    let parked = write(&s, "later", json!({"d": "parked"}), json!({"lifecycle": {"delay": 4, "delayUnit": "seconds"}}));
+    let parked = write(
+        &s,
+        "later",
+        json!({"d": "parked"}),
+        json!({"lifecycle": {"delay": 4, "delayUnit": "seconds"}}),
+    );
     let now = write(&s, "later", json!({"d": "now"}), json!({}));
-    rx.wait_for(5, "the undelayed message", |h| h.iter().any(|x| x.message_id == now));
+    rx.wait_for(5, "the undelayed message", |h| {
+        h.iter().any(|x| x.message_id == now)
+    });
     assert!(rx.hits_of(&soon).is_empty() && rx.hits_of(&parked).is_empty());
     assert_eq!(message(&s, &parked)["status"], "scheduled");
-    let h = rx.wait_for(5, "the 1 s delay", |h| h.iter().any(|x| x.message_id == soon));
+    let h = rx.wait_for(5, "the 1 s delay", |h| {
+        h.iter().any(|x| x.message_id == soon)
+    });
     let at = h.iter().find(|x| x.message_id == soon).unwrap().at_ms;
-    assert!(at >= t0 + 1000, "delivered {} ms after the write, before its delay", at - t0);
+    assert!(
+        at >= t0 + 1000,
+        "delivered {} ms after the write, before its delay",
+        at - t0
+    );
     s.stop();
 
     let s = Server::start(cfg);
-    let h = rx.wait_for(10, "the parked message after the restart", |h| h.iter().any(|x| x.message_id == parked));
+    let h = rx.wait_for(10, "the parked message after the restart", |h| {
+        h.iter().any(|x| x.message_id == parked)
+    });
     let at = h.iter().find(|x| x.message_id == parked).unwrap().at_ms;
-    assert!(at >= t0 + 4000, "parked message delivered {} ms after the write", at - t0);
+    assert!(
+        at >= t0 + 4000,
+        "parked message delivered {} ms after the write",
+        at - t0
+    );
     wait_status(&s, &parked, "delivered", 5);
     assert_eq!(rx.hits_of(&parked).len(), 1);
-    assert_eq!(rx.hits_of(&soon).len(), 1, "not delivered again after the restart");
+    assert_eq!(
+        rx.hits_of(&soon).len(),
+        1,
+        "not delivered again after the restart"
+    );
     s.stop();
 }
 
@@ -321,14 +515,23 @@ fn an_expired_message_is_recorded_expired_and_never_delivered() {
     );
     let log = s.app.engine.log("ttl", 0).unwrap();
     let a = log
-        .append_one(msg.to_record(b"", 0).unwrap(), wald_storage::Durability::Sync)
+        .append_one(
+            msg.to_record(b"", 0).unwrap(),
+            wald_storage::Durability::Sync,
+        )
         .unwrap();
     s.app.delivery.appended("ttl", 0);
     let fresh = write(&s, "ttl", json!({"fresh": true}), json!({}));
-    rx.wait_for(5, "the fresh message", |h| h.iter().any(|x| x.message_id == fresh));
+    rx.wait_for(5, "the fresh message", |h| {
+        h.iter().any(|x| x.message_id == fresh)
+    });
     let deadline = Instant::now() + Duration::from_secs(5);
     let rec = loop {
-        let rec = s.app.state.delivery_state("ttl", 0, a.first_offset).unwrap();
+        let rec = s
+            .app
+            .state
+            .delivery_state("ttl", 0, a.first_offset)
+            .unwrap();
         if let Some(r) = rec {
             let r = wald::delivery::record::DeliveryRecord::decode(&r).unwrap();
             if r.status.is_final() {
@@ -339,7 +542,10 @@ fn an_expired_message_is_recorded_expired_and_never_delivered() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(rec.status, wald::delivery::record::MessageStatus::Expired);
-    assert!(rx.hits_of("wal_1_expired00").is_empty(), "an expired message is never delivered");
+    assert!(
+        rx.hits_of("wal_1_expired00").is_empty(),
+        "an expired message is never delivered"
+    );
     s.stop();
 }
 
@@ -348,22 +554,48 @@ fn a_target_config_that_cannot_work_is_refused_naming_the_field() {
     let (_d, dir) = tempdir();
     let s = Server::start(config(&dir));
     let cases = [
-        (json!({"type": "webhook", "identifier": "x", "config": {"url": "ftp://x"}}), "targetConfigs[0].config.url"),
-        (json!({"type": "teleport", "identifier": "x", "config": {}}), "targetConfigs[0].type"),
-        (json!({"type": "database", "identifier": "x", "config": {"type": "postgresql", "host": "h", "port": 5432, "database": "d"}}), "targetConfigs[0].config.table"),
+        (
+            json!({"type": "webhook", "identifier": "x", "config": {"url": "ftp://x"}}),
+            "targetConfigs[0].config.url",
+        ),
+        (
+            json!({"type": "teleport", "identifier": "x", "config": {}}),
+            "targetConfigs[0].type",
+        ),
+        (
+            json!({"type": "database", "identifier": "x", "config": {"type": "postgresql", "host": "h", "port": 5432, "database": "d"}}),
+            "targetConfigs[0].config.table",
+        ),
         // Valid in the model, but this build has no adapter for it.
-        (json!({"type": "queue", "identifier": "x", "config": {}}), "targetConfigs[0].type"),
-        (json!({"type": "webhook", "identifier": "x", "config": {"url": "https://example.com/h"}}), "targetConfigs[0].config.url"),
+        (
+            json!({"type": "queue", "identifier": "x", "config": {}}),
+            "targetConfigs[0].type",
+        ),
+        (
+            json!({"type": "webhook", "identifier": "x", "config": {"url": "https://example.com/h"}}),
+            "targetConfigs[0].config.url",
+        ),
     ];
     for (target, field) in cases {
-        let r = s.admin("POST", "/api/v1/namespaces", Some(&json!({"name": "bad", "targetConfigs": [target]})));
+        let r = s.admin(
+            "POST",
+            "/api/v1/namespaces",
+            Some(&json!({"name": "bad", "targetConfigs": [target]})),
+        );
         let body = r.assert_error(400, "VALIDATION_ERROR");
-        assert!(body.to_string().contains(field), "{field} named in {body:#}");
+        assert!(
+            body.to_string().contains(field),
+            "{field} named in {body:#}"
+        );
     }
     // A message naming a target this build cannot deliver to is refused too.
     s.create_namespace(json!({"name": "ok"}));
-    let r = s.post_json("/api/v1/wal/write", &[], &json!({"namespace": "ok", "payload": {"a": 1},
-        "target": {"type": "grpc_service", "identifier": "g", "config": {}}}));
+    let r = s.post_json(
+        "/api/v1/wal/write",
+        &[],
+        &json!({"namespace": "ok", "payload": {"a": 1},
+        "target": {"type": "grpc_service", "identifier": "g", "config": {}}}),
+    );
     let body = r.assert_error(400, "VALIDATION_ERROR");
     assert!(body.to_string().contains("target[0].type"), "{body:#}");
     s.stop();

@@ -64,19 +64,37 @@ impl Proc {
 
     fn admin(&self, method: &str, path: &str, body: &Value) -> common::Resp {
         let text = body.to_string();
-        request(self.addr, method, path, &[("x-api-key", ADMIN), ("content-type", "application/json")], Some(text.as_bytes()))
+        request(
+            self.addr,
+            method,
+            path,
+            &[("x-api-key", ADMIN), ("content-type", "application/json")],
+            Some(text.as_bytes()),
+        )
     }
 
     fn write(&self, body: &Value) -> String {
         let text = body.to_string();
-        let r = request(self.addr, "POST", "/api/v1/wal/write", &[("content-type", "application/json")], Some(text.as_bytes()));
+        let r = request(
+            self.addr,
+            "POST",
+            "/api/v1/wal/write",
+            &[("content-type", "application/json")],
+            Some(text.as_bytes()),
+        );
         assert_eq!(r.status, 202, "{}", r.text());
         assert_eq!(r.json()["durable"], "true");
         r.json()["messageId"].as_str().unwrap().to_owned()
     }
 
     fn message(&self, id: &str) -> Value {
-        let r = request(self.addr, "GET", &format!("/api/v1/wal/messages/{id}"), &[], None);
+        let r = request(
+            self.addr,
+            "GET",
+            &format!("/api/v1/wal/messages/{id}"),
+            &[],
+            None,
+        );
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()
     }
@@ -99,8 +117,10 @@ fn a_delayed_message_survives_sigkill_during_its_delay() {
     let p = spawn(dir.path());
     namespace(&p, "later", &rx.url("ok"), 200);
     let t0 = wald_storage::now_ms();
-    let short = p.write(&json!({"namespace": "later", "payload": {"d": 1}, "lifecycle": {"delay": 1}}));
-    let parked = p.write(&json!({"namespace": "later", "payload": {"d": 3}, "lifecycle": {"delay": 3}}));
+    let short =
+        p.write(&json!({"namespace": "later", "payload": {"d": 1}, "lifecycle": {"delay": 1}}));
+    let parked =
+        p.write(&json!({"namespace": "later", "payload": {"d": 3}, "lifecycle": {"delay": 3}}));
     p.kill();
     std::thread::sleep(Duration::from_millis(300));
     let p = spawn(dir.path());
@@ -109,7 +129,11 @@ fn a_delayed_message_survives_sigkill_during_its_delay() {
     });
     for (id, delay) in [(&short, 1000), (&parked, 3000)] {
         let at = hits.iter().find(|x| &x.message_id == id).unwrap().at_ms;
-        assert!(at >= t0 + delay, "{id} delivered {} ms after its write, before its {delay} ms delay", at - t0);
+        assert!(
+            at >= t0 + delay,
+            "{id} delivered {} ms after its write, before its {delay} ms delay",
+            at - t0
+        );
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rx.hits_of(&short).len(), 1);
@@ -124,11 +148,18 @@ fn a_pending_retry_survives_sigkill() {
     let p = spawn(dir.path());
     namespace(&p, "retry", &rx.url("fail-first/1"), 3000);
     let id = p.write(&json!({"namespace": "retry", "payload": {"r": 1}}));
-    let first = rx.wait_for(10, "the first attempt", |h| h.iter().any(|x| x.message_id == id))[0].at_ms;
+    let first = rx.wait_for(10, "the first attempt", |h| {
+        h.iter().any(|x| x.message_id == id)
+    })[0]
+        .at_ms;
     // Wait until the retry is recorded (attempts and next attempt time) before the kill.
     let deadline = Instant::now() + Duration::from_secs(5);
     while p.message(&id)["targets"][0]["status"] != "retrying" {
-        assert!(Instant::now() < deadline, "retry never recorded: {:#}", p.message(&id));
+        assert!(
+            Instant::now() < deadline,
+            "retry never recorded: {:#}",
+            p.message(&id)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     p.kill();
@@ -139,7 +170,11 @@ fn a_pending_retry_survives_sigkill() {
     let mine: Vec<_> = hits.iter().filter(|x| x.message_id == id).collect();
     assert_eq!(mine.len(), 2, "{mine:#?}");
     assert_eq!(mine[1].attempt, 2, "the attempt count survives the restart");
-    assert!(mine[1].at_ms >= first + 3000, "retried {} ms after the first attempt, before its 3000 ms backoff", mine[1].at_ms - first);
+    assert!(
+        mine[1].at_ms >= first + 3000,
+        "retried {} ms after the first attempt, before its 3000 ms backoff",
+        mine[1].at_ms - first
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while p.message(&id)["status"] != "delivered" {
         assert!(Instant::now() < deadline, "{:#}", p.message(&id));
@@ -150,7 +185,10 @@ fn a_pending_retry_survives_sigkill() {
 
 #[test]
 fn every_acknowledged_message_is_delivered_across_repeated_sigkill() {
-    let cycles: usize = std::env::var("WALD_DELIVERY_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let cycles: usize = std::env::var("WALD_DELIVERY_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let rx = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
     let mut acked: Vec<String> = Vec::new();
@@ -168,9 +206,17 @@ fn every_acknowledged_message_is_delivered_across_repeated_sigkill() {
                 std::thread::spawn(move || {
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let body = format!(r#"{{"namespace":"load","payload":{{"c":{cycle},"w":{w},"i":{i}}}}}"#);
+                        let body = format!(
+                            r#"{{"namespace":"load","payload":{{"c":{cycle},"w":{w},"i":{i}}}}}"#
+                        );
                         let Ok(r) = std::panic::catch_unwind(|| {
-                            request(addr, "POST", "/api/v1/wal/write", &[("content-type", "application/json")], Some(body.as_bytes()))
+                            request(
+                                addr,
+                                "POST",
+                                "/api/v1/wal/write",
+                                &[("content-type", "application/json")],
+                                Some(body.as_bytes()),
+                            )
                         }) else {
                             break;
                         };
@@ -179,7 +225,9 @@ fn every_acknowledged_message_is_delivered_across_repeated_sigkill() {
                         }
                         let j = r.json();
                         if j["durable"] == "true" {
-                            got.lock().unwrap().push(j["messageId"].as_str().unwrap().to_owned());
+                            got.lock()
+                                .unwrap()
+                                .push(j["messageId"].as_str().unwrap().to_owned());
                         }
                         i += 1;
                     }
@@ -206,7 +254,13 @@ fn every_acknowledged_message_is_delivered_across_repeated_sigkill() {
         *counts.entry(h.message_id).or_default() += 1;
     }
     let dups: usize = counts.values().map(|n| n - 1).sum();
-    eprintln!("{cycles} kills, {} acknowledged messages all delivered, {dups} duplicate deliveries", acked.len());
+    eprintln!(
+        "{cycles} kills, {} acknowledged messages all delivered, {dups} duplicate deliveries",
+        acked.len()
+    );
     // A crash can only repeat what was in flight: at most the window, per kill.
-    assert!(dups <= cycles * WINDOW, "{dups} duplicates for {cycles} kills with a window of {WINDOW}");
+    assert!(
+        dups <= cycles * WINDOW,
+        "{dups} duplicates for {cycles} kills with a window of {WINDOW}"
+    );
 }

@@ -39,7 +39,13 @@ impl Got {
 }
 
 /// Reads the topic from the beginning until `done` holds (or panics after `secs`).
-fn consume(bootstrap: &str, topic: &str, partitions: i32, secs: u64, done: impl Fn(&[Got]) -> bool) -> Vec<Got> {
+fn consume(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    secs: u64,
+    done: impl Fn(&[Got]) -> bool,
+) -> Vec<Got> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "wald-test")
@@ -48,19 +54,29 @@ fn consume(bootstrap: &str, topic: &str, partitions: i32, secs: u64, done: impl 
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut got = Vec::new();
     while !done(&got) {
-        assert!(Instant::now() < deadline, "topic {topic}: condition not met in {secs} s; got {} messages", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic}: condition not met in {secs} s; got {} messages",
+            got.len()
+        );
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             let headers: HashMap<String, String> = m
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                        .map(|x| {
+                            (
+                                x.key.to_owned(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -93,11 +109,23 @@ fn write(addr: std::net::SocketAddr, ns: &str, n: u64, key: Option<&str>) -> com
         body["partitionKey"] = json!(k);
     }
     let body = body.to_string();
-    request(addr, "POST", "/api/v1/wal/write", &[("content-type", "application/json")], Some(body.as_bytes()))
+    request(
+        addr,
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    )
 }
 
 fn status(addr: std::net::SocketAddr, ns: &str) -> Value {
-    let r = request(addr, "GET", &format!("/api/v1/wal/namespace/{ns}/status"), &[], None);
+    let r = request(
+        addr,
+        "GET",
+        &format!("/api/v1/wal/namespace/{ns}/status"),
+        &[],
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
@@ -110,7 +138,10 @@ fn wait_caught_up(addr: std::net::SocketAddr, ns: &str, secs: u64) -> Value {
         if m["lagRecords"] == 0 && m["healthy"] == true {
             return s;
         }
-        assert!(Instant::now() < deadline, "mirror did not catch up in {secs} s: {s:#}");
+        assert!(
+            Instant::now() < deadline,
+            "mirror did not catch up in {secs} s: {s:#}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -148,7 +179,10 @@ fn messages_arrive_in_order_per_partition_with_their_ids() {
         assert_eq!(r.status, 202, "{}", r.text());
         let j = r.json();
         assert_eq!(j["durable"], "true");
-        acked.push((j["messageId"].as_str().unwrap().to_owned(), j["partition"].as_u64().unwrap()));
+        acked.push((
+            j["messageId"].as_str().unwrap().to_owned(),
+            j["partition"].as_u64().unwrap(),
+        ));
     }
     let st = wait_caught_up(s.addr, "orders", 30);
     assert_eq!(st["mirrors"][0]["backend"], "kafka");
@@ -157,14 +191,28 @@ fn messages_arrive_in_order_per_partition_with_their_ids() {
     assert_eq!(got.len(), 80, "no duplicates without failures");
     for g in &got {
         assert_eq!(g.headers["namespace"], "orders");
-        assert_eq!(g.headers["partition"], g.partition.to_string(), "wald partition p → Kafka partition p");
-        assert!(g.key.as_deref().is_some_and(|k| k.starts_with('k')), "{g:?}");
-        assert!(g.headers.get("requestId").is_some_and(|r| !r.is_empty()), "{g:?}");
+        assert_eq!(
+            g.headers["partition"],
+            g.partition.to_string(),
+            "wald partition p → Kafka partition p"
+        );
+        assert!(
+            g.key.as_deref().is_some_and(|k| k.starts_with('k')),
+            "{g:?}"
+        );
+        assert!(
+            g.headers.get("requestId").is_some_and(|r| !r.is_empty()),
+            "{g:?}"
+        );
         let n: Value = serde_json::from_str(&g.payload).unwrap();
         assert!(n["n"].is_u64(), "{g:?}");
     }
     for p in 0..2 {
-        let want: Vec<String> = acked.iter().filter(|a| a.1 == p as u64).map(|a| a.0.clone()).collect();
+        let want: Vec<String> = acked
+            .iter()
+            .filter(|a| a.1 == p as u64)
+            .map(|a| a.0.clone())
+            .collect();
         assert_eq!(first_arrivals(&got, p), want, "partition {p}");
     }
     s.stop();
@@ -187,7 +235,11 @@ fn broker_down_mid_load_then_every_acknowledged_message_arrives() {
             n += 1;
             assert_eq!(r.status, 202, "{}", r.text());
             assert_eq!(r.json()["durable"], "true");
-            assert!(t.elapsed() < Duration::from_secs(2), "intake waited {:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "intake waited {:?}",
+                t.elapsed()
+            );
             acked.push(r.json()["messageId"].as_str().unwrap().to_owned());
         }
     };
@@ -197,7 +249,10 @@ fn broker_down_mid_load_then_every_acknowledged_message_arrives() {
     std::thread::sleep(Duration::from_millis(2500));
     let st = status(s.addr, "load");
     assert_eq!(st["mirrors"][0]["healthy"], false, "{st:#}");
-    assert!(st["mirrors"][0]["lagRecords"].as_u64().unwrap() > 0, "{st:#}");
+    assert!(
+        st["mirrors"][0]["lagRecords"].as_u64().unwrap() > 0,
+        "{st:#}"
+    );
     let ready = request(s.addr, "GET", "/api/v1/health/readiness", &[], None);
     assert_eq!(ready.status, 200, "{}", ready.text());
     burst(&s, &mut acked, 20);
@@ -218,7 +273,11 @@ fn ack_mirror_answers_unknown_while_the_broker_is_down() {
     let mut cfg = common::config(&dir);
     cfg.server.request_timeout_ms = 1500;
     let s = Server::start(cfg);
-    s.create_namespace(kafka_ns("acked", &bootstrap, &json!({"ack": "mirror", "timeoutMs": 500})));
+    s.create_namespace(kafka_ns(
+        "acked",
+        &bootstrap,
+        &json!({"ack": "mirror", "timeoutMs": 500}),
+    ));
     let r = write(s.addr, "acked", 1, None);
     assert_eq!(r.json()["durable"], "true", "{}", r.text());
     cluster.broker_down(1).unwrap();
@@ -239,12 +298,28 @@ fn a_record_too_large_for_kafka_is_refused_and_skipped() {
     let bootstrap = cluster.bootstrap_servers();
     let (_d, dir) = common::tempdir();
     let s = Server::start(common::config(&dir));
-    s.create_namespace(kafka_ns("big", &bootstrap, &json!({"maxRecordBytes": 1000})));
-    let small1 = write(s.addr, "big", 1, None).json()["messageId"].as_str().unwrap().to_owned();
+    s.create_namespace(kafka_ns(
+        "big",
+        &bootstrap,
+        &json!({"maxRecordBytes": 1000}),
+    ));
+    let small1 = write(s.addr, "big", 1, None).json()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let body = json!({"namespace": "big", "payload": {"blob": "x".repeat(5000)}}).to_string();
-    let r = request(s.addr, "POST", "/api/v1/wal/write", &[("content-type", "application/json")], Some(body.as_bytes()));
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    );
     let big = r.json()["messageId"].as_str().unwrap().to_owned();
-    let small2 = write(s.addr, "big", 2, None).json()["messageId"].as_str().unwrap().to_owned();
+    let small2 = write(s.addr, "big", 2, None).json()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let st = wait_caught_up(s.addr, "big", 30);
     let m = &st["mirrors"][0];
     assert_eq!(m["refused"], 1, "{st:#}");
@@ -275,7 +350,16 @@ fn sigkill_mid_mirroring_loses_nothing() {
     let (c, mut addr) = spawn();
     let mut child = Killed(c);
     let spec = kafka_ns("crash", &bootstrap, &json!({})).to_string();
-    let r = request(addr, "POST", "/api/v1/namespaces", &[("x-api-key", common::ADMIN), ("content-type", "application/json")], Some(spec.as_bytes()));
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/namespaces",
+        &[
+            ("x-api-key", common::ADMIN),
+            ("content-type", "application/json"),
+        ],
+        Some(spec.as_bytes()),
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     let mut acked = Vec::new();
     let mut n = 0;

@@ -39,8 +39,15 @@ fn stream(port: u16, ns: &str) -> Vec<(String, String, Value)> {
         .into_iter()
         .map(|(_, f)| {
             assert_eq!(f.len(), 6, "fields {f:?}");
-            assert_eq!((f[0].as_str(), f[2].as_str(), f[4].as_str()), ("id", "payload", "metadata"));
-            (f[1].clone(), f[3].clone(), serde_json::from_str(&f[5]).unwrap())
+            assert_eq!(
+                (f[0].as_str(), f[2].as_str(), f[4].as_str()),
+                ("id", "payload", "metadata")
+            );
+            (
+                f[1].clone(),
+                f[3].clone(),
+                serde_json::from_str(&f[5]).unwrap(),
+            )
         })
         .collect()
 }
@@ -50,7 +57,8 @@ fn limits() -> Value {
 }
 
 fn redis_ns(name: &str, port: u16, extra: &Value) -> Value {
-    let mut cfg = json!({"url": format!("redis://127.0.0.1:{port}"), "batchSize": 16, "timeoutMs": 1000});
+    let mut cfg =
+        json!({"url": format!("redis://127.0.0.1:{port}"), "batchSize": 16, "timeoutMs": 1000});
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
@@ -59,11 +67,23 @@ fn redis_ns(name: &str, port: u16, extra: &Value) -> Value {
 
 fn write(addr: std::net::SocketAddr, ns: &str, n: u64) -> common::Resp {
     let body = json!({"namespace": ns, "payload": {"n": n}}).to_string();
-    request(addr, "POST", "/api/v1/wal/write", &[("content-type", "application/json")], Some(body.as_bytes()))
+    request(
+        addr,
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    )
 }
 
 fn status(addr: std::net::SocketAddr, ns: &str) -> Value {
-    let r = request(addr, "GET", &format!("/api/v1/wal/namespace/{ns}/status"), &[], None);
+    let r = request(
+        addr,
+        "GET",
+        &format!("/api/v1/wal/namespace/{ns}/status"),
+        &[],
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
@@ -77,7 +97,10 @@ fn wait_caught_up(addr: std::net::SocketAddr, ns: &str, secs: u64) -> Value {
         if m["lagRecords"] == 0 && m["healthy"] == true {
             return s;
         }
-        assert!(Instant::now() < deadline, "mirror did not catch up in {secs} s: {s:#}");
+        assert!(
+            Instant::now() < deadline,
+            "mirror did not catch up in {secs} s: {s:#}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -116,16 +139,27 @@ fn messages_arrive_in_order_with_their_ids() {
     let got: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
     assert_eq!(got, ids);
     for (n, (_, payload, meta)) in entries.iter().enumerate() {
-        assert_eq!(serde_json::from_str::<Value>(payload).unwrap(), json!({"n": n}));
+        assert_eq!(
+            serde_json::from_str::<Value>(payload).unwrap(),
+            json!({"n": n})
+        );
         assert_eq!(meta["namespace"], "orders");
         assert_eq!(meta["partition"], 0);
         assert_eq!(meta["offset"], n);
-        assert!(meta["requestId"].as_str().is_some_and(|r| !r.is_empty()), "{meta}");
-        assert!(meta["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{meta}");
+        assert!(
+            meta["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+            "{meta}"
+        );
+        assert!(
+            meta["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{meta}"
+        );
     }
     let metrics = request(s.addr, "GET", "/metrics", &[], None).text();
     assert!(metrics.contains("wald_mirror_lag_records{mirror=\"redis_streams\",namespace=\"orders\",partition=\"0\"} 0"), "{metrics}");
-    assert!(metrics.contains("wald_mirror_published_total{mirror=\"redis_streams\",namespace=\"orders\"} 150"));
+    assert!(metrics.contains(
+        "wald_mirror_published_total{mirror=\"redis_streams\",namespace=\"orders\"} 150"
+    ));
     s.stop();
 }
 
@@ -148,8 +182,15 @@ fn redis_restarted_mid_load_gets_every_acknowledged_message() {
                 let r = write(addr, "load", n);
                 assert_eq!(r.status, 202, "{}", r.text());
                 let j = r.json();
-                assert_eq!(j["durable"], "true", "intake never waits on the mirror: {j}");
-                assert!(t.elapsed() < Duration::from_secs(2), "a write took {:?} while Redis was down", t.elapsed());
+                assert_eq!(
+                    j["durable"], "true",
+                    "intake never waits on the mirror: {j}"
+                );
+                assert!(
+                    t.elapsed() < Duration::from_secs(2),
+                    "a write took {:?} while Redis was down",
+                    t.elapsed()
+                );
                 acked.lock().unwrap().push((
                     j["messageId"].as_str().unwrap().to_owned(),
                     j["partition"].as_u64().unwrap(),
@@ -167,12 +208,23 @@ fn redis_restarted_mid_load_gets_every_acknowledged_message() {
     let st = status(s.addr, "load");
     let m = &st["mirrors"][0];
     assert_eq!(m["healthy"], false, "{st:#}");
-    assert!(m["lastError"].as_str().is_some_and(|e| !e.is_empty()), "{st:#}");
+    assert!(
+        m["lastError"].as_str().is_some_and(|e| !e.is_empty()),
+        "{st:#}"
+    );
     assert!(m["lagRecords"].as_u64().unwrap() > 0, "{st:#}");
     let ready = request(s.addr, "GET", "/api/v1/health/readiness", &[], None);
-    assert_eq!(ready.status, 200, "a mirror that is down does not make readiness red: {}", ready.text());
+    assert_eq!(
+        ready.status,
+        200,
+        "a mirror that is down does not make readiness red: {}",
+        ready.text()
+    );
     assert_eq!(ready.json()["mirrors"][0]["healthy"], false);
-    assert!(acked.lock().unwrap().len() > at_stop, "writes went on while Redis was down");
+    assert!(
+        acked.lock().unwrap().len() > at_stop,
+        "writes went on while Redis was down"
+    );
     redis.restart();
     std::thread::sleep(Duration::from_millis(700));
     done.store(true, Ordering::Relaxed);
@@ -182,14 +234,25 @@ fn redis_restarted_mid_load_gets_every_acknowledged_message() {
     let present: HashSet<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     let acked = acked.lock().unwrap().clone();
     for (id, _, _) in &acked {
-        assert!(present.contains(id.as_str()), "acknowledged {id} never reached Redis");
+        assert!(
+            present.contains(id.as_str()),
+            "acknowledged {id} never reached Redis"
+        );
     }
     // In order per partition, by first arrival.
     let first = first_arrivals(&entries);
     for p in 0..2 {
-        let want: Vec<&str> = acked.iter().filter(|a| a.1 == p).map(|a| a.0.as_str()).collect();
+        let want: Vec<&str> = acked
+            .iter()
+            .filter(|a| a.1 == p)
+            .map(|a| a.0.as_str())
+            .collect();
         let part: HashSet<&str> = want.iter().copied().collect();
-        let got: Vec<&str> = first.iter().map(String::as_str).filter(|i| part.contains(i)).collect();
+        let got: Vec<&str> = first
+            .iter()
+            .map(String::as_str)
+            .filter(|i| part.contains(i))
+            .collect();
         assert_eq!(got, want, "partition {p} out of order");
     }
     s.stop();
@@ -202,23 +265,37 @@ fn ack_mirror_answers_unknown_while_redis_is_down() {
     let mut cfg = common::config(&dir);
     cfg.server.request_timeout_ms = 1000;
     let s = Server::start(cfg);
-    s.create_namespace(redis_ns("acked", redis.port, &json!({"ack": "mirror", "timeoutMs": 300})));
+    s.create_namespace(redis_ns(
+        "acked",
+        redis.port,
+        &json!({"ack": "mirror", "timeoutMs": 300}),
+    ));
     let r = write(s.addr, "acked", 1);
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["durable"], "true", "{}", r.text());
-    assert_eq!(stream(redis.port, "acked").len(), 1, "answered true only once in Redis");
+    assert_eq!(
+        stream(redis.port, "acked").len(),
+        1,
+        "answered true only once in Redis"
+    );
     redis.stop();
     let t = Instant::now();
     let r = write(s.addr, "acked", 2);
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["durable"], "unknown", "{}", r.text());
-    assert!(t.elapsed() < Duration::from_secs(3), "answered within the request timeout");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "answered within the request timeout"
+    );
     assert_eq!(status(s.addr, "acked")["mirrors"][0]["ack"], "mirror");
     redis.restart();
     wait_caught_up(s.addr, "acked", 20);
     let r = write(s.addr, "acked", 3);
     assert_eq!(r.json()["durable"], "true", "{}", r.text());
-    let ids: Vec<String> = stream(redis.port, "acked").into_iter().map(|e| e.0).collect();
+    let ids: Vec<String> = stream(redis.port, "acked")
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(ids.len(), 3, "{ids:?}");
     s.stop();
 }
@@ -229,17 +306,32 @@ fn a_record_too_large_for_the_backend_is_refused_and_skipped() {
     let (_d, dir) = common::tempdir();
     let s = Server::start(common::config(&dir));
     s.create_namespace(redis_ns("big", redis.port, &json!({"maxRecordBytes": 600})));
-    let small1 = write(s.addr, "big", 1).json()["messageId"].as_str().unwrap().to_owned();
+    let small1 = write(s.addr, "big", 1).json()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let body = json!({"namespace": "big", "payload": {"blob": "x".repeat(2000)}}).to_string();
-    let r = request(s.addr, "POST", "/api/v1/wal/write", &[("content-type", "application/json")], Some(body.as_bytes()));
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    );
     assert_eq!(r.status, 202, "{}", r.text());
     let big = r.json()["messageId"].as_str().unwrap().to_owned();
-    let small2 = write(s.addr, "big", 2).json()["messageId"].as_str().unwrap().to_owned();
+    let small2 = write(s.addr, "big", 2).json()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let st = wait_caught_up(s.addr, "big", 20);
     let m = &st["mirrors"][0];
     assert_eq!(m["refused"], 1, "{st:#}");
     let why = m["lastRefusal"].as_str().unwrap();
-    assert!(why.contains(&big) && why.contains("maxRecordBytes"), "{why}");
+    assert!(
+        why.contains(&big) && why.contains("maxRecordBytes"),
+        "{why}"
+    );
     let ids: Vec<String> = stream(redis.port, "big").into_iter().map(|e| e.0).collect();
     assert_eq!(ids, [small1, small2]);
     s.stop();
@@ -251,11 +343,26 @@ fn bad_backend_configs_are_refused_with_the_field_named() {
     let s = Server::start(common::config(&dir));
     let mut cases = vec![
         (json!({"name": "b1", "backend": "rabbitmq"}), "backend"),
-        (json!({"name": "b2", "backend": "redis_streams"}), "backendConfig.url"),
-        (json!({"name": "b3", "backend": "redis_streams", "backendConfig": {"url": "redis://127.0.0.1:1", "maxLen": -1}}), "backendConfig.maxLen"),
-        (json!({"name": "b4", "backend": "redis_streams", "backendConfig": {"url": "redis://127.0.0.1:1", "ack": "sometimes"}}), "backendConfig.ack"),
-        (json!({"name": "b6", "mirrors": [{"backend": "sqs", "backendConfig": {"batchSize": 50}}]}), "mirrors[0].backendConfig.batchSize"),
-        (json!({"name": "b7", "mirrors": [{"backend": "redis_streams", "backendConfig": {"url": "nope"}}]}), "mirrors[0].backendConfig.url"),
+        (
+            json!({"name": "b2", "backend": "redis_streams"}),
+            "backendConfig.url",
+        ),
+        (
+            json!({"name": "b3", "backend": "redis_streams", "backendConfig": {"url": "redis://127.0.0.1:1", "maxLen": -1}}),
+            "backendConfig.maxLen",
+        ),
+        (
+            json!({"name": "b4", "backend": "redis_streams", "backendConfig": {"url": "redis://127.0.0.1:1", "ack": "sometimes"}}),
+            "backendConfig.ack",
+        ),
+        (
+            json!({"name": "b6", "mirrors": [{"backend": "sqs", "backendConfig": {"batchSize": 50}}]}),
+            "mirrors[0].backendConfig.batchSize",
+        ),
+        (
+            json!({"name": "b7", "mirrors": [{"backend": "redis_streams", "backendConfig": {"url": "nope"}}]}),
+            "mirrors[0].backendConfig.url",
+        ),
     ];
     if !cfg!(feature = "mirror-sqs") {
         // A backend this build lacks.
@@ -264,10 +371,21 @@ fn bad_backend_configs_are_refused_with_the_field_named() {
     for (spec, field) in cases {
         let r = s.admin("POST", "/api/v1/namespaces", Some(&spec));
         let j = r.assert_error(400, "VALIDATION_ERROR");
-        let fields: Vec<&str> = j["error"]["details"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+        let fields: Vec<&str> = j["error"]["details"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
         assert_eq!(fields, [field], "{spec}: {j}");
         if spec["backend"] == "sqs" {
-            assert!(j["error"]["message"].as_str().unwrap().contains("this build has no `mirror-sqs` feature"), "{j}");
+            assert!(
+                j["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("this build has no `mirror-sqs` feature"),
+                "{j}"
+            );
         }
     }
     s.stop();
@@ -293,10 +411,22 @@ fn sigkill_mid_mirroring_loses_nothing() {
     let (c, mut addr) = spawn(dir.path());
     let mut child = Killed(c);
     let spec = redis_ns("crash", redis.port, &json!({})).to_string();
-    let r = request(addr, "POST", "/api/v1/namespaces", &[("x-api-key", common::ADMIN), ("content-type", "application/json")], Some(spec.as_bytes()));
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/namespaces",
+        &[
+            ("x-api-key", common::ADMIN),
+            ("content-type", "application/json"),
+        ],
+        Some(spec.as_bytes()),
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     let mut acked = Vec::new();
-    let cycles: usize = std::env::var("WALD_MIRROR_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let cycles: usize = std::env::var("WALD_MIRROR_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let mut n = 0;
     for _ in 0..cycles {
         // Writes while the mirror runs, then SIGKILL without warning.
@@ -317,7 +447,10 @@ fn sigkill_mid_mirroring_loses_nothing() {
     let entries = stream(redis.port, "crash");
     let present: HashSet<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     for id in &acked {
-        assert!(present.contains(id.as_str()), "acknowledged {id} lost across SIGKILL");
+        assert!(
+            present.contains(id.as_str()),
+            "acknowledged {id} lost across SIGKILL"
+        );
     }
     assert_eq!(first_arrivals(&entries), acked, "order of first arrival");
     drop(child);

@@ -37,7 +37,10 @@ impl Moto {
             .or_else(|| {
                 let t = std::env::var_os("CARGO_TARGET_DIR")
                     .map(std::path::PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/wald-target")))?;
+                    .or_else(|| {
+                        std::env::var_os("HOME")
+                            .map(|h| std::path::Path::new(&h).join(".cache/wald-target"))
+                    })?;
                 Some(t.join("pyenv/bin/moto_server"))
             })
             .filter(|p| p.is_file())
@@ -58,7 +61,10 @@ impl Moto {
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(child.try_wait().unwrap().is_none(), "moto_server exited");
-            assert!(Instant::now() < deadline, "moto_server did not listen within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { port, child }
@@ -69,7 +75,11 @@ impl Moto {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 }
@@ -83,7 +93,10 @@ impl Drop for Moto {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn client(moto: &Moto) -> aws_sdk_sqs::Client {
@@ -108,13 +121,22 @@ fn create_queue(moto: &Moto, name: &str) -> String {
 }
 
 /// Receives (and deletes) until `done` holds: (id attribute, body), in order of receipt.
-fn receive(moto: &Moto, url: &str, secs: u64, done: impl Fn(&[(String, String)]) -> bool) -> Vec<(String, String)> {
+fn receive(
+    moto: &Moto,
+    url: &str,
+    secs: u64,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
     let c = client(moto);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut got = Vec::new();
     rt().block_on(async {
         while !done(&got) {
-            assert!(Instant::now() < deadline, "queue: condition not met in {secs} s; got {}", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "queue: condition not met in {secs} s; got {}",
+                got.len()
+            );
             let out = c
                 .receive_message()
                 .queue_url(url)
@@ -135,7 +157,12 @@ fn receive(moto: &Moto, url: &str, secs: u64, done: impl Fn(&[(String, String)])
                 got.push((id, m.body().unwrap_or_default().to_owned()));
                 // A FIFO queue holds a group's next messages until this one is deleted.
                 if let Some(h) = m.receipt_handle() {
-                    c.delete_message().queue_url(url).receipt_handle(h).send().await.unwrap();
+                    c.delete_message()
+                        .queue_url(url)
+                        .receipt_handle(h)
+                        .send()
+                        .await
+                        .unwrap();
                 }
             }
         }
@@ -164,19 +191,34 @@ fn sqs_ns(name: &str, moto: &Moto, extra: &Value) -> Value {
 
 fn write(addr: std::net::SocketAddr, ns: &str, n: u64) -> common::Resp {
     let body = json!({"namespace": ns, "payload": {"n": n}}).to_string();
-    request(addr, "POST", "/api/v1/wal/write", &[("content-type", "application/json")], Some(body.as_bytes()))
+    request(
+        addr,
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    )
 }
 
 fn wait_caught_up(addr: std::net::SocketAddr, ns: &str, secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let r = request(addr, "GET", &format!("/api/v1/wal/namespace/{ns}/status"), &[], None);
+        let r = request(
+            addr,
+            "GET",
+            &format!("/api/v1/wal/namespace/{ns}/status"),
+            &[],
+            None,
+        );
         let s = r.json();
         let m = &s["mirrors"][0];
         if m["lagRecords"] == 0 && m["healthy"] == true {
             return s;
         }
-        assert!(Instant::now() < deadline, "mirror did not catch up in {secs} s: {s:#}");
+        assert!(
+            Instant::now() < deadline,
+            "mirror did not catch up in {secs} s: {s:#}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -187,7 +229,11 @@ fn messages_arrive_in_a_fifo_queue_in_order_with_their_ids() {
     let url = create_queue(&moto, "orders.fifo");
     let (_d, dir) = common::tempdir();
     let s = Server::start(common::config(&dir));
-    s.create_namespace(sqs_ns("orders", &moto, &json!({"queueName": "orders.fifo"})));
+    s.create_namespace(sqs_ns(
+        "orders",
+        &moto,
+        &json!({"queueName": "orders.fifo"}),
+    ));
     let mut acked = Vec::new();
     for n in 0..45 {
         let r = write(s.addr, "orders", n);
@@ -200,7 +246,10 @@ fn messages_arrive_in_a_fifo_queue_in_order_with_their_ids() {
     let ids: Vec<String> = got.iter().map(|g| g.0.clone()).collect();
     assert_eq!(ids, acked);
     for (n, (_, body)) in got.iter().enumerate() {
-        assert_eq!(serde_json::from_str::<Value>(body).unwrap(), json!({"n": n}));
+        assert_eq!(
+            serde_json::from_str::<Value>(body).unwrap(),
+            json!({"n": n})
+        );
     }
     s.stop();
 }
@@ -220,7 +269,11 @@ fn server_paused_mid_load_then_every_acknowledged_message_arrives() {
             let r = write(s.addr, "load", n);
             n += 1;
             assert_eq!(r.json()["durable"], "true", "{}", r.text());
-            assert!(t.elapsed() < Duration::from_secs(2), "intake waited {:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "intake waited {:?}",
+                t.elapsed()
+            );
             acked.push(r.json()["messageId"].as_str().unwrap().to_owned());
         }
     };
@@ -228,9 +281,19 @@ fn server_paused_mid_load_then_every_acknowledged_message_arrives() {
     moto.signal("STOP");
     burst(&mut acked, 30);
     std::thread::sleep(Duration::from_millis(2500));
-    let st = request(s.addr, "GET", "/api/v1/wal/namespace/load/status", &[], None).json();
+    let st = request(
+        s.addr,
+        "GET",
+        "/api/v1/wal/namespace/load/status",
+        &[],
+        None,
+    )
+    .json();
     assert_eq!(st["mirrors"][0]["healthy"], false, "{st:#}");
-    assert!(st["mirrors"][0]["lagRecords"].as_u64().unwrap() > 0, "{st:#}");
+    assert!(
+        st["mirrors"][0]["lagRecords"].as_u64().unwrap() > 0,
+        "{st:#}"
+    );
     moto.signal("CONT");
     burst(&mut acked, 30);
     wait_caught_up(s.addr, "load", 60);
@@ -246,7 +309,11 @@ fn ack_mirror_answers_unknown_while_the_server_is_paused() {
     let mut cfg = common::config(&dir);
     cfg.server.request_timeout_ms = 1500;
     let s = Server::start(cfg);
-    s.create_namespace(sqs_ns("acked", &moto, &json!({"queueUrl": url, "ack": "mirror", "timeoutMs": 500})));
+    s.create_namespace(sqs_ns(
+        "acked",
+        &moto,
+        &json!({"queueUrl": url, "ack": "mirror", "timeoutMs": 500}),
+    ));
     assert_eq!(write(s.addr, "acked", 1).json()["durable"], "true");
     moto.signal("STOP");
     let r = write(s.addr, "acked", 2);
@@ -264,18 +331,43 @@ fn a_record_too_large_for_sqs_is_refused_and_skipped() {
     let url = create_queue(&moto, "big");
     let (_d, dir) = common::tempdir();
     let s = Server::start(common::config(&dir));
-    s.create_namespace(sqs_ns("big", &moto, &json!({"queueUrl": url, "maxRecordBytes": 1024})));
-    let small1 = write(s.addr, "big", 1).json()["messageId"].as_str().unwrap().to_owned();
+    s.create_namespace(sqs_ns(
+        "big",
+        &moto,
+        &json!({"queueUrl": url, "maxRecordBytes": 1024}),
+    ));
+    let small1 = write(s.addr, "big", 1).json()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let body = json!({"namespace": "big", "payload": {"blob": "x".repeat(3000)}}).to_string();
-    let r = request(s.addr, "POST", "/api/v1/wal/write", &[("content-type", "application/json")], Some(body.as_bytes()));
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    );
     let big = r.json()["messageId"].as_str().unwrap().to_owned();
-    let small2 = write(s.addr, "big", 2).json()["messageId"].as_str().unwrap().to_owned();
+    let small2 = write(s.addr, "big", 2).json()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let st = wait_caught_up(s.addr, "big", 30);
     assert_eq!(st["mirrors"][0]["refused"], 1, "{st:#}");
-    assert!(st["mirrors"][0]["lastRefusal"].as_str().unwrap().contains(&big), "{st:#}");
+    assert!(
+        st["mirrors"][0]["lastRefusal"]
+            .as_str()
+            .unwrap()
+            .contains(&big),
+        "{st:#}"
+    );
     let want = [small1, small2];
     let got = receive(&moto, &url, 30, covers(&want));
-    assert!(got.iter().all(|g| g.0 != big), "the refused record was not sent");
+    assert!(
+        got.iter().all(|g| g.0 != big),
+        "the refused record was not sent"
+    );
     s.stop();
 }
 
@@ -298,7 +390,16 @@ fn sigkill_mid_mirroring_loses_nothing() {
     let (c, mut addr) = spawn();
     let mut child = Killed(c);
     let spec = sqs_ns("crash", &moto, &json!({"queueUrl": url})).to_string();
-    let r = request(addr, "POST", "/api/v1/namespaces", &[("x-api-key", common::ADMIN), ("content-type", "application/json")], Some(spec.as_bytes()));
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/namespaces",
+        &[
+            ("x-api-key", common::ADMIN),
+            ("content-type", "application/json"),
+        ],
+        Some(spec.as_bytes()),
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     let mut acked = Vec::new();
     let mut n = 0;
@@ -319,7 +420,11 @@ fn sigkill_mid_mirroring_loses_nothing() {
     let got = receive(&moto, &url, 60, covers(&acked));
     // FIFO: in order; a re-published message is dropped by SQS's deduplication (its id).
     let mut seen = HashSet::new();
-    let first: Vec<String> = got.into_iter().filter(|g| seen.insert(g.0.clone())).map(|g| g.0).collect();
+    let first: Vec<String> = got
+        .into_iter()
+        .filter(|g| seen.insert(g.0.clone()))
+        .map(|g| g.0)
+        .collect();
     assert_eq!(first, acked);
     drop(child);
 }

@@ -276,10 +276,7 @@ fn write_delays(app: &App, opts: &DeliveryOptions, base_ms: u64) -> Result<(), C
             let msg = StoredMessage::new(
                 id.clone(),
                 "delays",
-                serde_json::value::RawValue::from_string(format!(
-                    r#"{{"t":{}}}"#,
-                    due * 1000
-                ))?,
+                serde_json::value::RawValue::from_string(format!(r#"{{"t":{}}}"#, due * 1000))?,
                 now,
             );
             records.push(msg.to_record(b"", due)?);

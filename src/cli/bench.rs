@@ -157,7 +157,9 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, CliError> {
         }
         BenchCommand::Delivery(a) => {
             let d = DeliveryOptions::new(a.quick);
-            let secs = |v: Option<u64>, dflt: std::time::Duration| v.map_or(dflt, std::time::Duration::from_secs);
+            let secs = |v: Option<u64>, dflt: std::time::Duration| {
+                v.map_or(dflt, std::time::Duration::from_secs)
+            };
             let opts = DeliveryOptions {
                 dir: a.dir,
                 throughput: a.only.as_deref() != Some("delays"),

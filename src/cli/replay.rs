@@ -19,7 +19,11 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub namespace: String,
     /// First offset to re-deliver.
-    #[arg(long, conflicts_with = "from_time", required_unless_present = "from_time")]
+    #[arg(
+        long,
+        conflicts_with = "from_time",
+        required_unless_present = "from_time"
+    )]
     pub from_offset: Option<u64>,
     /// Or: the first record at or after this time (ms since the epoch or RFC 3339).
     #[arg(long)]
@@ -69,15 +73,26 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode, CliError> {
         let base = a.url.trim_end_matches('/').to_owned();
         let key = a.admin_key.unwrap_or_default();
         let path = format!("/api/v1/namespaces/{}/replay", a.namespace);
-        let (status, task) = request(&base, "POST", &path, &key, Some(serde_json::Value::Object(body))).await?;
+        let (status, task) = request(
+            &base,
+            "POST",
+            &path,
+            &key,
+            Some(serde_json::Value::Object(body)),
+        )
+        .await?;
         if status != 202 {
             return Err(format!("the server answered {status}: {task}").into());
         }
-        let id = task["id"].as_str().ok_or("the server's answer has no task id")?.to_owned();
+        let id = task["id"]
+            .as_str()
+            .ok_or("the server's answer has no task id")?
+            .to_owned();
         eprintln!("replay task {id} started");
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let (status, t) = request(&base, "GET", &format!("/api/v1/tasks/{id}"), &key, None).await?;
+            let (status, t) =
+                request(&base, "GET", &format!("/api/v1/tasks/{id}"), &key, None).await?;
             if status != 200 {
                 return Err(format!("reading task {id}: {status}: {t}").into());
             }
@@ -88,7 +103,11 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode, CliError> {
             if t["finished"].as_bool() == Some(true) {
                 println!("{}", serde_json::to_string_pretty(&t)?);
                 let ok = t["failed"].as_u64() == Some(0) && t.get("error").is_none();
-                return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+                return Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
             }
         }
     })

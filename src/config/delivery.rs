@@ -45,8 +45,18 @@ impl DeliveryConfig {
     /// [`ConfigError`] naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_range("delivery.window", self.window as u64, 1, 65_536)?;
-        check_range("delivery.park_after_ms", self.park_after_ms, 1000, 3_600_000)?;
-        check_range("delivery.target_timeout_ms", self.target_timeout_ms, 1, 300_000)?;
+        check_range(
+            "delivery.park_after_ms",
+            self.park_after_ms,
+            1000,
+            3_600_000,
+        )?;
+        check_range(
+            "delivery.target_timeout_ms",
+            self.target_timeout_ms,
+            1,
+            300_000,
+        )?;
         check_range(
             "delivery.replay_rate_per_sec",
             u64::from(self.replay_rate_per_sec),

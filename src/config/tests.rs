@@ -605,7 +605,10 @@ fn delivery_section_is_validated_naming_the_key() {
     assert_eq!(invalid_key(c.validate()), "delivery.target_timeout_ms");
     let c = parse("[delivery]\nreplay_rate_per_sec = 0\n").unwrap();
     assert_eq!(invalid_key(c.validate()), "delivery.replay_rate_per_sec");
-    assert!(parse("[delivery]\nwindwo = 3\n").is_err(), "unknown keys are refused");
+    assert!(
+        parse("[delivery]\nwindwo = 3\n").is_err(),
+        "unknown keys are refused"
+    );
     let c = parse("[delivery]\nenabled = false\nwindow = 64\n").unwrap();
     c.validate().unwrap();
     assert!(!c.delivery.enabled);

@@ -182,7 +182,11 @@ pub async fn dead_letter(
             reason: reason.to_owned(),
         },
     )?;
-    app.delivery.metrics.dlq_arrivals.with_label_values(&[ns]).inc();
+    app.delivery
+        .metrics
+        .dlq_arrivals
+        .with_label_values(&[ns])
+        .inc();
     app.delivery.metrics.dlq_size.with_label_values(&[ns]).inc();
     let alert = app
         .namespace(ns)
@@ -203,12 +207,17 @@ pub fn read_entry(app: &App, ns: &str, id: &str, ix: &DlqIndex) -> Result<DlqEnt
         id: id.to_owned(),
         reason,
     };
-    let rec = log
-        .read_from(ix.dlq_offset)?
-        .next()
-        .ok_or_else(|| corrupt(format!("offset {} is past the DLQ log's end", ix.dlq_offset)))??;
+    let rec = log.read_from(ix.dlq_offset)?.next().ok_or_else(|| {
+        corrupt(format!(
+            "offset {} is past the DLQ log's end",
+            ix.dlq_offset
+        ))
+    })??;
     if rec.offset != ix.dlq_offset {
-        return Err(corrupt(format!("offset {} is no longer in the DLQ log", ix.dlq_offset)));
+        return Err(corrupt(format!(
+            "offset {} is no longer in the DLQ log",
+            ix.dlq_offset
+        )));
     }
     serde_json::from_slice(&rec.payload).map_err(|e| corrupt(e.to_string()))
 }
@@ -260,7 +269,8 @@ pub fn list(
         });
     }
     items.sort_by(|a, b| {
-        (a.index.dead_lettered_at_ms, &a.message_id).cmp(&(b.index.dead_lettered_at_ms, &b.message_id))
+        (a.index.dead_lettered_at_ms, &a.message_id)
+            .cmp(&(b.index.dead_lettered_at_ms, &b.message_id))
     });
     items.truncate(limit);
     if with_entries {
@@ -301,7 +311,11 @@ pub fn discard(app: &App, ns: &str, id: &str) -> Result<DlqIndex, DlqError> {
     ix.updated_at_ms = now_ms();
     put_index(app, ns, id, &ix)?;
     app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
-    tracing::info!(namespace = ns, message_id = id, "dead-letter entry discarded");
+    tracing::info!(
+        namespace = ns,
+        message_id = id,
+        "dead-letter entry discarded"
+    );
     Ok(ix)
 }
 
@@ -392,7 +406,10 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
         TargetStatus::DeadLettered,
     )
     .await;
-    let delivered = record.targets.iter().all(|t| t.status == TargetStatus::Delivered);
+    let delivered = record
+        .targets
+        .iter()
+        .all(|t| t.status == TargetStatus::Delivered);
     record.status = if delivered {
         MessageStatus::Delivered
     } else {
@@ -405,12 +422,25 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
         ix.updated_at_ms = now_ms();
         put_index(app, ns, id, &ix)?;
         app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
-        tracing::info!(namespace = ns, message_id = id, "dead-letter replay delivered the message");
+        tracing::info!(
+            namespace = ns,
+            message_id = id,
+            "dead-letter replay delivered the message"
+        );
     } else {
         // Back to the DLQ with the new attempts (a new entry; the index moves to it).
         let reason = format!("replay {} failed", entry.replays + 1);
         app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
-        dead_letter(app, &entry.message, entry.partition, entry.offset, &record, &reason, entry.replays + 1).await?;
+        dead_letter(
+            app,
+            &entry.message,
+            entry.partition,
+            entry.offset,
+            &record,
+            &reason,
+            entry.replays + 1,
+        )
+        .await?;
     }
     // The message's own delivery record shows the replay's attempts and outcome.
     let mut b = DeliveryBatch::default();
@@ -423,7 +453,15 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
 pub fn refresh_size(app: &App) {
     for ns in app.all_namespaces() {
         let name = ns.spec.name.as_str();
-        if let Ok(items) = list(app, name, Some(DlqStatus::Pending), 0, u64::MAX, usize::MAX, false) {
+        if let Ok(items) = list(
+            app,
+            name,
+            Some(DlqStatus::Pending),
+            0,
+            u64::MAX,
+            usize::MAX,
+            false,
+        ) {
             app.delivery
                 .metrics
                 .dlq_size

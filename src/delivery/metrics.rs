@@ -40,11 +40,17 @@ impl DeliveryMetrics {
         let np = &["namespace", "partition"];
         let m = Self {
             attempts: IntCounterVec::new(
-                opts("delivery_attempts_total", "Delivery attempts by namespace, target and result"),
+                opts(
+                    "delivery_attempts_total",
+                    "Delivery attempts by namespace, target and result",
+                ),
                 ntr,
             )?,
             outcomes: IntCounterVec::new(
-                opts("deliveries_total", "Final delivery outcomes by namespace, target and outcome"),
+                opts(
+                    "deliveries_total",
+                    "Final delivery outcomes by namespace, target and outcome",
+                ),
                 &["namespace", "target", "outcome"],
             )?,
             latency: HistogramVec::new(
@@ -60,15 +66,24 @@ impl DeliveryMetrics {
                 &["namespace"],
             )?,
             lag_records: IntGaugeVec::new(
-                opts("consumer_lag_records", "Records between the committed offset and the log's end"),
+                opts(
+                    "consumer_lag_records",
+                    "Records between the committed offset and the log's end",
+                ),
                 np,
             )?,
             lag_seconds: IntGaugeVec::new(
-                opts("consumer_lag_seconds", "Age in seconds of the oldest record not yet final"),
+                opts(
+                    "consumer_lag_seconds",
+                    "Age in seconds of the oldest record not yet final",
+                ),
                 np,
             )?,
             pending_delayed: IntGaugeVec::new(
-                opts("delivery_pending_delayed", "Messages waiting for a later due time"),
+                opts(
+                    "delivery_pending_delayed",
+                    "Messages waiting for a later due time",
+                ),
                 np,
             )?,
             dlq_size: IntGaugeVec::new(
@@ -76,7 +91,10 @@ impl DeliveryMetrics {
                 &["namespace"],
             )?,
             dlq_arrivals: IntCounterVec::new(
-                opts("dlq_arrivals_total", "Messages sent to the dead-letter queue"),
+                opts(
+                    "dlq_arrivals_total",
+                    "Messages sent to the dead-letter queue",
+                ),
                 &["namespace"],
             )?,
         };

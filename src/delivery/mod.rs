@@ -64,7 +64,10 @@ impl Hub {
     ///
     /// # Errors
     /// A metrics registration conflict (a bug).
-    pub fn new(config: DeliveryConfig, registry: &crate::metrics::Metrics) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        config: DeliveryConfig,
+        registry: &crate::metrics::Metrics,
+    ) -> Result<Self, prometheus::Error> {
         let timeout = Duration::from_millis(config.target_timeout_ms);
         Ok(Self {
             ctx: TargetContext::new(timeout, Arc::new(MemoryCache::default())),
@@ -104,7 +107,11 @@ impl Hub {
     ///
     /// # Errors
     /// Every target's failing fields.
-    pub fn check_targets(&self, path: &str, targets: &[TargetConfig]) -> Result<(), Vec<FieldError>> {
+    pub fn check_targets(
+        &self,
+        path: &str,
+        targets: &[TargetConfig],
+    ) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
         for (i, t) in targets.iter().enumerate() {
             if let Err(e) = target::build(t, &self.ctx) {

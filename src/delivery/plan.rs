@@ -66,7 +66,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn msg(target: Option<serde_json::Value>, lifecycle: Option<serde_json::Value>) -> StoredMessage {
+    fn msg(
+        target: Option<serde_json::Value>,
+        lifecycle: Option<serde_json::Value>,
+    ) -> StoredMessage {
         let payload = serde_json::value::RawValue::from_string("{\"a\":1}".into()).unwrap();
         StoredMessage {
             target,
@@ -78,7 +81,10 @@ mod tests {
     #[test]
     fn message_settings_win_over_the_namespace() {
         let mut ns = Namespace::new("ns");
-        ns.target_configs = vec![serde_json::from_value(json!({"type":"webhook","identifier":"ns-hook","config":{"url":"http://127.0.0.1:1/"}})).unwrap()];
+        ns.target_configs = vec![serde_json::from_value(
+            json!({"type":"webhook","identifier":"ns-hook","config":{"url":"http://127.0.0.1:1/"}}),
+        )
+        .unwrap()];
         let p = plan(&msg(None, None), &ns).unwrap();
         assert_eq!(p.targets.len(), 1);
         assert_eq!(p.targets[0].identifier, "ns-hook");
@@ -87,8 +93,10 @@ mod tests {
         assert_eq!(p.policy, ns.retry_policy);
 
         let m = msg(
-            Some(json!([{"type":"webhook","identifier":"a","config":{"url":"http://127.0.0.1:1/"}},
-                        {"type":"webhook","identifier":"b","enabled":false,"config":{"url":"http://127.0.0.1:1/"}}])),
+            Some(
+                json!([{"type":"webhook","identifier":"a","config":{"url":"http://127.0.0.1:1/"}},
+                        {"type":"webhook","identifier":"b","enabled":false,"config":{"url":"http://127.0.0.1:1/"}}]),
+            ),
             Some(json!({"ttl": 120, "enableDLQ": false, "retryPolicy": {"maxAttempts": 5}})),
         );
         let p = plan(&m, &ns).unwrap();

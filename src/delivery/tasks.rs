@@ -160,7 +160,15 @@ pub fn replay_dlq(app: &Arc<App>, ns: &str, since_ms: u64) -> TaskView {
     let app = Arc::clone(app);
     let ns = ns.to_owned();
     tokio::spawn(async move {
-        let items = match dlq::list(&app, &ns, Some(DlqStatus::Pending), since_ms, u64::MAX, usize::MAX, false) {
+        let items = match dlq::list(
+            &app,
+            &ns,
+            Some(DlqStatus::Pending),
+            since_ms,
+            u64::MAX,
+            usize::MAX,
+            false,
+        ) {
             Ok(i) => i,
             Err(e) => {
                 task.fail(e);
@@ -226,8 +234,15 @@ pub fn replay_log(app: &Arc<App>, ns: &str, req: LogReplay) -> TaskView {
     view
 }
 
-async fn run_log_replay(app: &Arc<App>, ns: &str, req: &LogReplay, task: &Task) -> Result<(), String> {
-    let rt = app.namespace(ns).ok_or_else(|| format!("namespace {ns} not found"))?;
+async fn run_log_replay(
+    app: &Arc<App>,
+    ns: &str,
+    req: &LogReplay,
+    task: &Task,
+) -> Result<(), String> {
+    let rt = app
+        .namespace(ns)
+        .ok_or_else(|| format!("namespace {ns} not found"))?;
     for (p, log) in rt.logs.iter().enumerate() {
         let p = u32::try_from(p).unwrap_or(u32::MAX);
         if req.partition.is_some_and(|want| want != p) {
@@ -294,10 +309,21 @@ async fn replay_record(
         payload: Arc::from(msg.payload.get().as_bytes()),
         accepted_at_ms: msg.accepted_at_ms,
     };
-    deliver_until_final(&app.delivery, &out, &targets, &plan.policy, &mut states, TargetStatus::Failed).await;
+    deliver_until_final(
+        &app.delivery,
+        &out,
+        &targets,
+        &plan.policy,
+        &mut states,
+        TargetStatus::Failed,
+    )
+    .await;
     let record = DeliveryRecord {
         targets: states,
         ..DeliveryRecord::default()
     };
-    Ok(record.targets.iter().all(|t| t.status == TargetStatus::Delivered))
+    Ok(record
+        .targets
+        .iter()
+        .all(|t| t.status == TargetStatus::Delivered))
 }

@@ -32,7 +32,10 @@ use crate::model::validate::FieldError;
 pub fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/api/v1/namespaces/{namespace}/dlq", get(list))
-        .route("/api/v1/namespaces/{namespace}/dlq/replay", post(replay_all))
+        .route(
+            "/api/v1/namespaces/{namespace}/dlq/replay",
+            post(replay_all),
+        )
         .route(
             "/api/v1/namespaces/{namespace}/dlq/{message_id}",
             get(read).delete(discard),
@@ -104,7 +107,10 @@ fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, A
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        field(if path == "." { "body" } else { &path }, e.inner().to_string())
+        field(
+            if path == "." { "body" } else { &path },
+            e.inner().to_string(),
+        )
     })
 }
 
@@ -186,7 +192,9 @@ pub async fn list(
     .map_err(ApiError::internal)??;
     let next_from = (entries.len() > limit).then(|| {
         entries.truncate(limit);
-        entries.last().map_or(from, |e| e.index.dead_lettered_at_ms + 1)
+        entries
+            .last()
+            .map_or(from, |e| e.index.dead_lettered_at_ms + 1)
     });
     Ok(Json(DlqPage {
         namespace: ns,
@@ -306,9 +314,17 @@ pub async fn replay_all(
             .as_u64()
             .ok_or_else(|| field("since", "must be ms since the epoch or an RFC 3339 time"))?,
         Some(serde_json::Value::String(s)) => time("since", Some(s))?.unwrap_or(0),
-        Some(_) => return Err(field("since", "must be ms since the epoch or an RFC 3339 time")),
+        Some(_) => {
+            return Err(field(
+                "since",
+                "must be ms since the epoch or an RFC 3339 time",
+            ))
+        }
     };
-    Ok((StatusCode::ACCEPTED, Json(tasks::replay_dlq(&app, &ns, since))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(tasks::replay_dlq(&app, &ns, since)),
+    ))
 }
 
 /// Re-delivers a range of a namespace's log (`fromOffset` or `fromTime`, optional
@@ -344,7 +360,10 @@ pub async fn replay_log(
     if let Some(rt) = app.namespace(&name) {
         if let Some(p) = req.partition {
             if p as usize >= rt.logs.len() {
-                return Err(field("partition", format!("namespace has {} partitions", rt.logs.len())));
+                return Err(field(
+                    "partition",
+                    format!("namespace has {} partitions", rt.logs.len()),
+                ));
             }
         }
         if let Some(t) = &req.target {
@@ -356,7 +375,10 @@ pub async fn replay_log(
             }
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(tasks::replay_log(&app, &name, req))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(tasks::replay_log(&app, &name, req)),
+    ))
 }
 
 /// A background task's progress.

@@ -79,7 +79,12 @@ pub struct MessageView {
 }
 
 /// The delivery record of a message (none yet: pending).
-fn delivery_record(app: &App, namespace: &str, partition: u32, offset: u64) -> crate::delivery::record::DeliveryRecord {
+fn delivery_record(
+    app: &App,
+    namespace: &str,
+    partition: u32,
+    offset: u64,
+) -> crate::delivery::record::DeliveryRecord {
     app.state
         .delivery_state(namespace, partition, offset)
         .ok()
@@ -271,7 +276,13 @@ pub async fn read_messages(
     .map_err(ApiError::internal)??;
     let messages = records
         .iter()
-        .map(|r| view(r, partition, delivery_record(&app, &name, partition, r.offset)))
+        .map(|r| {
+            view(
+                r,
+                partition,
+                delivery_record(&app, &name, partition, r.offset),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(ReadPage {
         namespace: name,

@@ -24,12 +24,10 @@ use crate::model::write::{DurableStatus, WriteLimits, WriteToLogDto, WriteToLogR
 
 /// The routes of this resource.
 pub fn router() -> Router<Arc<App>> {
-    Router::new()
-        .route("/api/v1/wal/write", post(write))
-        .route(
-            "/api/v1/wal/namespace/{namespace}/status",
-            get(namespace_status),
-        )
+    Router::new().route("/api/v1/wal/write", post(write)).route(
+        "/api/v1/wal/namespace/{namespace}/status",
+        get(namespace_status),
+    )
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

@@ -19,7 +19,12 @@ fn ids(id: &str, idem: Option<&str>) -> RecordIds {
 fn message(ns: &str, i: u64, idem: Option<String>) -> StoredMessage {
     StoredMessage {
         idempotency_key: idem,
-        ..StoredMessage::new(format!("wal_{i}_{ns}"), ns, RawValue::from_string(format!(r#"{{"n":{i}}}"#)).unwrap(), 1)
+        ..StoredMessage::new(
+            format!("wal_{i}_{ns}"),
+            ns,
+            RawValue::from_string(format!(r#"{{"n":{i}}}"#)).unwrap(),
+            1,
+        )
     }
 }
 

@@ -45,5 +45,8 @@ pub use inspect::{
     dump, stats, verify, verify_with, Dump, LogSummary, Problem, ProblemKind, SegmentSummary,
     Severity, VerifyOptions, VerifyProgress, VerifyReport,
 };
-pub use log::{now_ms, Appended, CommitObserver, Log, LogCounters, LogReader, LogStats, RetentionReport, Ticket};
+pub use log::{
+    now_ms, Appended, CommitObserver, Log, LogCounters, LogReader, LogStats, RetentionReport,
+    Ticket,
+};
 pub use recovery::{RecoveryReport, TailCut};

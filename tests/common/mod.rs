@@ -290,7 +290,10 @@ pub fn spawn_wald(args: &[&std::ffi::OsStr]) -> (std::process::Child, SocketAddr
     let mut lines = std::io::BufReader::new(stdout).lines();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(std::time::Instant::now() < deadline, "wald serve did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wald serve did not start"
+        );
         let Some(Ok(line)) = lines.next() else {
             let _ = child.kill();
             let _ = child.wait();

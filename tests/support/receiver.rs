@@ -45,7 +45,13 @@ pub struct Receiver {
 }
 
 fn now_ms() -> u64 {
-    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }
 
 async fn handle(
@@ -54,7 +60,13 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
     let message_id = h("x-wald-message-id");
     let attempt: u32 = h("x-wald-attempt").parse().unwrap_or(0);
     let text = String::from_utf8_lossy(&body).into_owned();
@@ -63,18 +75,34 @@ async fn handle(
     } else if path == "perm" {
         400
     } else if path == "down" {
-        if s.down.load(Ordering::SeqCst) { 503 } else { 200 }
+        if s.down.load(Ordering::SeqCst) {
+            503
+        } else {
+            200
+        }
     } else if let Some(n) = path.strip_prefix("fail-first/") {
         let n: u32 = n.parse().unwrap_or(0);
-        if attempt <= n { 503 } else { 200 }
+        if attempt <= n {
+            503
+        } else {
+            200
+        }
     } else if path == "needs-fixed" {
-        if text.replace(' ', "").contains("\"fixed\":true") { 200 } else { 400 }
+        if text.replace(' ', "").contains("\"fixed\":true") {
+            200
+        } else {
+            400
+        }
     } else if path == "flaky3" {
         let seq = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v["seq"].as_u64())
             .unwrap_or(1);
-        if seq.is_multiple_of(3) && attempt == 1 { 503 } else { 200 }
+        if seq.is_multiple_of(3) && attempt == 1 {
+            503
+        } else {
+            200
+        }
     } else {
         404
     };
@@ -96,7 +124,10 @@ impl Receiver {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let s2 = Arc::clone(&shared);
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -110,7 +141,12 @@ impl Receiver {
             });
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Self { addr, shared, stop: Some(tx), thread: Some(thread) }
+        Self {
+            addr,
+            shared,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -124,7 +160,10 @@ impl Receiver {
 
     /// Requests for one message id, in arrival order.
     pub fn hits_of(&self, id: &str) -> Vec<Hit> {
-        self.hits().into_iter().filter(|h| h.message_id == id).collect()
+        self.hits()
+            .into_iter()
+            .filter(|h| h.message_id == id)
+            .collect()
     }
 
     /// Waits until `f` holds over the hits, or panics after `secs`.
@@ -135,7 +174,10 @@ impl Receiver {
             if f(&hits) {
                 return hits;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; hits: {hits:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; hits: {hits:#?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -256,7 +256,11 @@ impl Consumer {
     /// Takes a record read from the log into the window.
     fn admit(&mut self, rec: &StoredRecord) {
         let offset = rec.offset;
-        let prior = match self.app.state.delivery_state(&self.ns, self.partition, offset) {
+        let prior = match self
+            .app
+            .state
+            .delivery_state(&self.ns, self.partition, offset)
+        {
             Ok(p) => p.and_then(|b| DeliveryRecord::decode(&b).ok()),
             Err(e) => {
                 tracing::error!(namespace = %self.ns, offset, error = %e, "reading delivery state failed");
@@ -277,7 +281,9 @@ impl Consumer {
         };
         let due = slot_due(&slot);
         let park_after = self.app.delivery.config.park_after_ms;
-        if due > now.saturating_add(park_after) && slot.record.targets.iter().all(|t| t.attempt_count == 0) {
+        if due > now.saturating_add(park_after)
+            && slot.record.targets.iter().all(|t| t.attempt_count == 0)
+        {
             let mut record = slot.record;
             record.status = MessageStatus::Scheduled;
             record.updated_at_ms = now;
@@ -407,12 +413,20 @@ impl Consumer {
             let Some(slot) = self.slots.get_mut(&offset) else {
                 continue;
             };
-            let expires = slot.record.due_at_ms.max(slot.out.accepted_at_ms).saturating_add(slot.plan.ttl_ms);
+            let expires = slot
+                .record
+                .due_at_ms
+                .max(slot.out.accepted_at_ms)
+                .saturating_add(slot.plan.ttl_ms);
             if now >= expires {
                 slot.armed[i] = false;
                 slot.record.targets[i].status = TargetStatus::Expired;
                 slot.record.targets[i].next_attempt_at_ms = None;
-                self.app.delivery.count_outcome(&self.ns, &slot.plan.targets[i].identifier, "expired");
+                self.app.delivery.count_outcome(
+                    &self.ns,
+                    &slot.plan.targets[i].identifier,
+                    "expired",
+                );
                 self.maybe_finish(offset).await;
                 continue;
             }
@@ -486,12 +500,8 @@ impl Consumer {
                     t.next_attempt_at_ms = Some(at);
                     slot.armed[d.target] = true;
                     slot.record.updated_at_ms = now;
-                    self.batch.put_state(
-                        &self.ns,
-                        self.partition,
-                        d.offset,
-                        slot.record.encode(),
-                    );
+                    self.batch
+                        .put_state(&self.ns, self.partition, d.offset, slot.record.encode());
                     self.wheel.insert(at, (d.offset, d.target));
                 }
                 RetryDecision::GiveUp { .. } => {
@@ -501,7 +511,11 @@ impl Consumer {
                     } else {
                         TargetStatus::Failed
                     };
-                    let outcome = if slot.plan.dlq { "dead_lettered" } else { "failed" };
+                    let outcome = if slot.plan.dlq {
+                        "dead_lettered"
+                    } else {
+                        "failed"
+                    };
                     hub.count_outcome(&self.ns, &identifier, outcome);
                 }
             },
@@ -524,7 +538,17 @@ impl Consumer {
             // The DLQ entry is durable before anything says the message is resolved.
             let app = Arc::clone(&self.app);
             let reason = last_error(&slot.record);
-            if let Err(e) = dlq::dead_letter(&app, &slot.msg, self.partition, offset, &slot.record, &reason, 0).await {
+            if let Err(e) = dlq::dead_letter(
+                &app,
+                &slot.msg,
+                self.partition,
+                offset,
+                &slot.record,
+                &reason,
+                0,
+            )
+            .await
+            {
                 tracing::error!(namespace = %self.ns, offset, error = %e, "dead-lettering failed; retrying in 1 s");
                 if let Some(slot) = self.slots.get_mut(&offset) {
                     for (i, t) in slot.record.targets.iter_mut().enumerate() {

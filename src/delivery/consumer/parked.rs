@@ -36,7 +36,10 @@ impl Consumer {
         let skip: HashSet<u64> = self.loaded.clone();
         let tx = self.parked_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let due = match app.state.due_before(&ns, partition, horizon, PARK_LOAD_LIMIT) {
+            let due = match app
+                .state
+                .due_before(&ns, partition, horizon, PARK_LOAD_LIMIT)
+            {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(namespace = %ns, error = %e, "reading the due-time index failed");
@@ -111,7 +114,6 @@ impl Consumer {
         self.parked = self.parked.saturating_sub(1);
     }
 
-
     pub(super) fn publish_gauges(&self) {
         let m = &self.app.delivery.metrics;
         let p = self.partition.to_string();
@@ -134,7 +136,8 @@ impl Consumer {
             .values()
             .filter(|s| s.record.due_at_ms > now_ms())
             .count();
-        let waiting = (delayed as u64).saturating_add(self.parked.saturating_sub(self.loaded.len() as u64));
+        let waiting =
+            (delayed as u64).saturating_add(self.parked.saturating_sub(self.loaded.len() as u64));
         m.pending_delayed
             .with_label_values(&labels)
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));

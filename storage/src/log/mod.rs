@@ -589,6 +589,9 @@ mod tests {
             assert_eq!(std::mem::discriminant(&c), std::mem::discriminant(e));
         }
         let disk_full = clone_error(&errors[1]);
-        assert!(disk_full.is_disk_full(), "the OS error code survives the clone");
+        assert!(
+            disk_full.is_disk_full(),
+            "the OS error code survives the clone"
+        );
     }
 }

@@ -163,7 +163,8 @@ impl LogReader {
             };
             self.read_at(file, path, pos, want.min(avail))?;
             if have(self) && !whole(self) {
-                let len = crate::format::get_u32(&self.buf, crate::format::record::R_LENGTH) as usize;
+                let len =
+                    crate::format::get_u32(&self.buf, crate::format::record::R_LENGTH) as usize;
                 let max = self.shared.config.max_record_bytes.min(64 << 20);
                 self.read_at(file, path, pos, len.min(max).min(avail))?;
             }
