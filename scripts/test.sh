@@ -41,6 +41,9 @@ fi
 
 # One profile (release) for everything: RocksDB's C++ compiles once (~16 min cold), and
 # `cargo run --release -- serve` reuses the same build. Overflow checks stay on in release.
+step "format check (cargo fmt --all -- --check)"
+cargo fmt --all -- --check
+
 step "build (release, all targets, all features)"
 cargo build --release --workspace --all-targets --all-features --locked 2>&1 | tail -n 3
 

@@ -114,11 +114,28 @@ impl Hub {
     ) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
         for (i, t) in targets.iter().enumerate() {
-            if let Err(e) = target::build(t, &self.ctx) {
-                errs.extend(e.into_iter().map(|f| FieldError {
+            // A config already built (and cached) is known good: no build on the write path.
+            let key = serde_json::to_string(t).unwrap_or_default();
+            let cached = self
+                .adapters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&key);
+            if cached {
+                continue;
+            }
+            match target::build(t, &self.ctx) {
+                Ok(a) => {
+                    let mut map = self.adapters.lock().unwrap_or_else(PoisonError::into_inner);
+                    if map.len() >= MAX_ADAPTERS {
+                        map.clear();
+                    }
+                    map.insert(key, a);
+                }
+                Err(e) => errs.extend(e.into_iter().map(|f| FieldError {
                     field: format!("{path}[{i}].{}", f.field),
                     message: f.message,
-                }));
+                })),
             }
         }
         if errs.is_empty() {
