@@ -143,6 +143,8 @@ pub struct App {
     pub delivery: crate::delivery::Hub,
     /// Mirrors: committed-offset watches, status, metrics.
     pub mirrors: crate::mirror::Hub,
+    /// Multi-partition transactions: executors, metrics.
+    pub txns: crate::txn::TxnHub,
     /// Rate limits.
     pub limiter: crate::http::ratelimit::RateLimiter,
     /// When the service started.
@@ -183,6 +185,7 @@ impl App {
         let metrics = Metrics::new()?;
         let delivery = crate::delivery::Hub::new(config.delivery.clone(), &metrics)?;
         let mirrors = crate::mirror::Hub::new(&metrics)?;
+        let txns = crate::txn::TxnHub::new(&metrics)?;
         let app = Arc::new(Self {
             keys,
             engine,
@@ -191,6 +194,7 @@ impl App {
             metrics,
             delivery,
             mirrors,
+            txns,
             limiter: crate::http::ratelimit::RateLimiter::default(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),

@@ -30,3 +30,4 @@ pub mod mirror;
 pub mod model;
 pub mod server;
 pub mod state;
+pub mod txn;

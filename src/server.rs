@@ -29,6 +29,8 @@ pub async fn run(
     let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
     let consumers = crate::delivery::supervisor::spawn(Arc::clone(&app), delivery_stopped.clone());
     let mirrors = crate::mirror::supervisor::spawn(Arc::clone(&app), delivery_stopped);
+    // Transactions that were not final when the process stopped go on where they were.
+    app.txns.resume_all(&app);
     let grace = app.config.server.shutdown_grace();
     let flag = Arc::clone(&app);
     let signal = async move {
@@ -46,6 +48,7 @@ pub async fn run(
         }
     };
     let _ = stop_delivery.send(true);
+    app.txns.shutdown().await;
     let _ = consumers.await;
     let _ = mirrors.await;
     let closing = Arc::clone(&app);

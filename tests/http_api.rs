@@ -534,6 +534,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/wal/namespace/{namespace}/status", "get"),
     ("/api/v1/wal/namespace/{namespace}/metrics", "get"),
     ("/api/v1/wal/namespace/{namespace}/messages", "get"),
+    ("/api/v1/wal/transaction/{transaction_id}/status", "get"),
     ("/api/v1/namespaces", "post"),
     ("/api/v1/namespaces", "get"),
     ("/api/v1/namespaces/{namespace}", "get"),

@@ -114,34 +114,49 @@ impl Hub {
     ) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
         for (i, t) in targets.iter().enumerate() {
-            // A config already built (and cached) is known good: no build on the write path.
-            let key = serde_json::to_string(t).unwrap_or_default();
-            let cached = self
-                .adapters
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains_key(&key);
-            if cached {
-                continue;
-            }
-            match target::build(t, &self.ctx) {
-                Ok(a) => {
-                    let mut map = self.adapters.lock().unwrap_or_else(PoisonError::into_inner);
-                    if map.len() >= MAX_ADAPTERS {
-                        map.clear();
-                    }
-                    map.insert(key, a);
-                }
-                Err(e) => errs.extend(e.into_iter().map(|f| FieldError {
-                    field: format!("{path}[{i}].{}", f.field),
-                    message: f.message,
-                })),
+            if let Err(e) = self.check_target(&format!("{path}[{i}]"), t) {
+                errs.extend(e);
             }
         }
         if errs.is_empty() {
             Ok(())
         } else {
             Err(errs)
+        }
+    }
+
+    /// Checks that one target can be delivered to by this build; errors are named
+    /// `{path}.{field}` (e.g. `payload.transactions[1].target.config.url`).
+    ///
+    /// # Errors
+    /// The target's failing fields.
+    pub fn check_target(&self, path: &str, t: &TargetConfig) -> Result<(), Vec<FieldError>> {
+        // A config already built (and cached) is known good: no build on the write path.
+        let key = serde_json::to_string(t).unwrap_or_default();
+        let cached = self
+            .adapters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&key);
+        if cached {
+            return Ok(());
+        }
+        match target::build(t, &self.ctx) {
+            Ok(a) => {
+                let mut map = self.adapters.lock().unwrap_or_else(PoisonError::into_inner);
+                if map.len() >= MAX_ADAPTERS {
+                    map.clear();
+                }
+                map.insert(key, a);
+                Ok(())
+            }
+            Err(e) => Err(e
+                .into_iter()
+                .map(|f| FieldError {
+                    field: format!("{path}.{}", f.field),
+                    message: f.message,
+                })
+                .collect()),
         }
     }
 

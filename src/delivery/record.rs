@@ -28,6 +28,9 @@ pub enum MessageStatus {
     Expired,
     /// Neither the message nor its namespace names a target: nothing to deliver.
     NoTargets,
+    /// A transaction: handed to its executor; its mutations' states are served by
+    /// `GET /api/v1/wal/transaction/{id}/status`.
+    Transaction,
 }
 
 impl MessageStatus {
@@ -36,7 +39,12 @@ impl MessageStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Delivered | Self::DeadLettered | Self::Failed | Self::Expired | Self::NoTargets
+            Self::Delivered
+                | Self::DeadLettered
+                | Self::Failed
+                | Self::Expired
+                | Self::NoTargets
+                | Self::Transaction
         )
     }
 }

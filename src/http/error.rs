@@ -32,6 +32,8 @@ pub enum ErrorCode {
     NamespaceNotFound,
     /// 404: no such message.
     MessageNotFound,
+    /// 404: no such transaction.
+    TransactionNotFound,
     /// 404: no such route.
     NotFound,
     /// 405: the route exists, the method does not.
@@ -70,9 +72,10 @@ impl ErrorCode {
             Self::ValidationError | Self::MalformedJson => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::NamespaceDisabled => StatusCode::FORBIDDEN,
-            Self::NamespaceNotFound | Self::MessageNotFound | Self::NotFound => {
-                StatusCode::NOT_FOUND
-            }
+            Self::NamespaceNotFound
+            | Self::MessageNotFound
+            | Self::TransactionNotFound
+            | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
             Self::MessageSizeLimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,

@@ -13,6 +13,7 @@ pub mod ns_metrics;
 pub mod ratelimit;
 pub mod read;
 pub mod request_id;
+pub mod txn;
 pub mod wal;
 
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
     let mut r = Router::new()
         .merge(wal::router())
         .merge(read::router())
+        .merge(txn::router())
         .merge(ns_metrics::router())
         .merge(namespaces::router())
         .merge(dlq::router())

@@ -19,8 +19,12 @@ use super::request_id::RequestId;
 use crate::app::{App, NamespaceRuntime, IDEMPOTENCY_WINDOW_MS};
 use crate::message::{new_message_id, RecordIds, StoredMessage};
 use crate::model::time::rfc3339_ms;
+use crate::model::transaction::{parse_transactions, MutationSpec};
 use crate::model::validate::{parse_json, FieldError};
-use crate::model::write::{DurableStatus, WriteLimits, WriteToLogDto, WriteToLogResponse};
+use crate::model::write::{
+    DurableStatus, ValidWrite, WriteLimits, WriteToLogDto, WriteToLogResponse,
+};
+use crate::txn::record::transaction_id_of;
 
 /// The routes of this resource.
 pub fn router() -> Router<Arc<App>> {
@@ -28,6 +32,50 @@ pub fn router() -> Router<Arc<App>> {
         "/api/v1/wal/namespace/{namespace}/status",
         get(namespace_status),
     )
+}
+
+/// What a transaction may not combine with, and that each mutation's (and compensation's)
+/// target can be delivered to by this build.
+fn check_transaction(
+    app: &App,
+    v: &ValidWrite,
+    mutations: &[MutationSpec],
+) -> Result<(), Vec<FieldError>> {
+    let mut errs = Vec::new();
+    if v.targets.is_some() {
+        errs.push(FieldError::new(
+            "target",
+            "a transaction names a target per mutation (payload.transactions[i].target); remove `target`",
+        ));
+    }
+    if v.delay_ms > 0 {
+        errs.push(FieldError::new(
+            "lifecycle.delay",
+            "a transaction cannot be delayed",
+        ));
+    }
+    for (i, m) in mutations.iter().enumerate() {
+        let path = format!("payload.transactions[{i}]");
+        if let Err(e) = app
+            .delivery
+            .check_target(&format!("{path}.target"), &m.target)
+        {
+            errs.extend(e);
+        }
+        if let Some(c) = &m.compensation {
+            if let Err(e) = app
+                .delivery
+                .check_target(&format!("{path}.compensation.target"), &c.target)
+            {
+                errs.extend(e);
+            }
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -157,6 +205,15 @@ pub async fn write(
             serde_json::json!({ "actualSize": size, "maxSize": ns.spec.max_message_size }),
         ));
     }
+    let txn = parse_transactions(
+        v.payload.get(),
+        &ns.spec,
+        ns.spec.transaction_config.require_compensation,
+    )
+    .map_err(ApiError::validation)?;
+    if let Some(mutations) = &txn {
+        check_transaction(&app, &v, mutations).map_err(ApiError::validation)?;
+    }
     let now = wald_storage::now_ms();
     // Concurrent writes with one key: the first appends, the rest wait and see it as done.
     let _key_guard = match &v.idempotency_key {
@@ -178,8 +235,8 @@ pub async fn write(
                 StatusCode::ACCEPTED,
                 Json(WriteToLogResponse {
                     durable: durable_status(&ns),
+                    transaction_id: txn.as_ref().map(|_| transaction_id_of(&first.message_id)),
                     message_id: first.message_id,
-                    transaction_id: None,
                     message:
                         "Duplicate: this idempotency key was already written; nothing was appended"
                             .into(),
@@ -201,6 +258,7 @@ pub async fn write(
         ))
     })?;
     let message_id = new_message_id(now);
+    let transaction_id = txn.as_ref().map(|_| transaction_id_of(&message_id));
     let stored = StoredMessage {
         message_id: message_id.clone(),
         namespace: v.namespace.clone(),
@@ -210,7 +268,7 @@ pub async fn write(
         metadata: v.metadata.take(),
         priority: v.priority,
         tags: v.tags.take(),
-        transaction_id: None,
+        transaction_id: transaction_id.clone(),
         idempotency_key: v.idempotency_key.clone(),
         request_id: Some(rid.0.clone()),
         accepted_at_ms: now,
@@ -228,7 +286,7 @@ pub async fn write(
     let ids = RecordIds {
         message_id: message_id.clone(),
         idempotency_key: stored.idempotency_key.clone(),
-        transaction_id: None,
+        transaction_id: transaction_id.clone(),
     };
     let (durable, offset) = match tokio::time::timeout(timeout, &mut ticket).await {
         Ok(Ok(a)) => (
@@ -254,7 +312,7 @@ pub async fn write(
                 Json(WriteToLogResponse {
                     durable: DurableStatus::Unknown,
                     message_id,
-                    transaction_id: None,
+                    transaction_id,
                     message:
                         "Accepted, but durability was not confirmed within the request timeout"
                             .into(),
@@ -268,6 +326,12 @@ pub async fn write(
         }
     };
     index(&app, &v.namespace, partition, offset, ids, now);
+    if transaction_id.is_some() {
+        // Its state record now (else the partition's consumer creates it from the log).
+        if let Err(e) = app.txns.adopt(&app, &stored, partition, offset) {
+            tracing::error!(message_id = %message_id, error = %e, "storing a new transaction's record failed; its consumer will");
+        }
+    }
     app.delivery.appended(&v.namespace, partition);
     // Mirrors: wake them; with `ack = "mirror"`, also wait for their confirmation.
     app.mirrors.appended(&v.namespace, partition);
@@ -289,7 +353,7 @@ pub async fn write(
         Json(WriteToLogResponse {
             durable,
             message_id,
-            transaction_id: None,
+            transaction_id,
             message: if durable == DurableStatus::Unknown {
                 "Accepted and durable in the log, but a mirror with ack = \"mirror\" did not confirm within the request timeout"
             } else {

@@ -15,6 +15,7 @@
 pub mod namespace;
 pub mod target;
 pub mod time;
+pub mod transaction;
 pub mod validate;
 pub mod write;
 

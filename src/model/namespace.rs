@@ -179,6 +179,30 @@ impl Default for DlqConfig {
     }
 }
 
+/// Multi-partition transactions of a namespace (docs/TRANSACTIONS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct TransactionConfig {
+    /// Seconds a transaction has to complete before what has not completed fails (and what
+    /// has is compensated), 1 to 86400; a write's `lifecycle.transactionTimeout` overrides
+    /// it. Default: 300.
+    #[schema(default = 300, minimum = 1, maximum = 86_400)]
+    pub timeout_seconds: u64,
+    /// Refuse, at intake, a mutation that has neither an explicit `compensation` nor an
+    /// inverse wald can derive. Default: false (such a transaction fails at failure time).
+    #[schema(default = false)]
+    pub require_compensation: bool,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: 300,
+            require_compensation: false,
+        }
+    }
+}
+
 /// How a message's partition is chosen (the seeds' `RoutingStrategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -282,6 +306,9 @@ pub struct Namespace {
     /// Where messages without their own `target` are delivered (at most 100). Default: none.
     #[serde(default)]
     pub target_configs: Vec<TargetConfig>,
+    /// Multi-partition transactions. Default: 300 s timeout, compensation not required.
+    #[serde(default)]
+    pub transaction_config: TransactionConfig,
     /// Settings of the mirror backend (checked by the backend). Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -343,6 +370,7 @@ impl Namespace {
             dlq_config: DlqConfig::default(),
             shard_config: ShardConfig::default(),
             target_configs: Vec::new(),
+            transaction_config: TransactionConfig::default(),
             backend_config: None,
             mirrors: Vec::new(),
             access_control: None,
@@ -409,6 +437,12 @@ impl Namespace {
         for (k, code) in rp.retryable_error_codes.iter().flatten().enumerate() {
             errs.chars(index("retryPolicy.retryableErrorCodes", k), code, 1, 100);
         }
+        errs.range(
+            "transactionConfig.timeoutSeconds",
+            self.transaction_config.timeout_seconds,
+            1,
+            86_400,
+        );
         let dlq = &self.dlq_config;
         if let Some(t) = &dlq.topic_name {
             check_topic("dlqConfig.topicName", t, &mut errs);

@@ -33,6 +33,22 @@ pub enum TargetType {
     Webhook,
 }
 
+impl TargetType {
+    /// The type's name as in JSON (`database`, `cache`, `http_service`, ...).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Cache => "cache",
+            Self::HttpService => "http_service",
+            Self::GrpcService => "grpc_service",
+            Self::Queue => "queue",
+            Self::FileSystem => "file_system",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
 /// Where a message is delivered (the seeds' `TargetConfigDto`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

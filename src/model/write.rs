@@ -210,6 +210,11 @@ pub struct LifecycleConfig {
     /// Store the message compressed. Default: false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<bool>,
+    /// For a transaction (`payload.transactions`): seconds it has to complete, 1 to 86400.
+    /// Default: the namespace's `transactionConfig.timeoutSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 60, minimum = 1, maximum = 86_400)]
+    pub transaction_timeout: Option<u64>,
 }
 
 /// One target, or a list of them.
@@ -458,6 +463,9 @@ fn check_lifecycle(l: &LifecycleConfig, limits: WriteLimits, errs: &mut Errors) 
     }
     if let Some(r) = &l.retry_policy {
         r.check("lifecycle.retryPolicy", errs);
+    }
+    if let Some(t) = l.transaction_timeout {
+        errs.range("lifecycle.transactionTimeout", t, 1, 86_400);
     }
     delay_ms
 }

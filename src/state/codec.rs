@@ -55,10 +55,12 @@ pub const CF_DUE: &str = "due";
 pub const CF_CONSUMERS: &str = "consumers";
 /// Column family: the dead-letter queue's index, by namespace and message id.
 pub const CF_DLQ: &str = "dlq";
+/// Column family: transaction records, by transaction id (not derived: logged writes).
+pub const CF_TXN: &str = "txn";
 
-/// Every column family of format 1 (the last four were added with delivery; a store
-/// without them gets them created empty at open).
-pub const ALL_CFS: [&str; 10] = [
+/// Every column family of format 1 (`delivery` to `dlq` were added with delivery, `txn` with
+/// transactions; a store without them gets them created empty at open).
+pub const ALL_CFS: [&str; 11] = [
     CF_MESSAGES,
     CF_IDEMPOTENCY,
     CF_NAMESPACES,
@@ -69,6 +71,7 @@ pub const ALL_CFS: [&str; 10] = [
     CF_DUE,
     CF_CONSUMERS,
     CF_DLQ,
+    CF_TXN,
 ];
 
 /// `namespace \0`: the prefix of a namespace's keys in `idempotency`, `watermarks`, `offsets`.

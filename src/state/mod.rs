@@ -59,6 +59,7 @@ pub mod mirror;
 pub mod progress;
 #[cfg(test)]
 mod tests;
+pub mod txn;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -272,3 +272,37 @@ impl Drop for PgServer {
         self.stop();
     }
 }
+
+/// A client of a test PostgreSQL (user and database `postgres`), retried for up to 30 s while
+/// the server starts; its connection runs on the current runtime.
+pub async fn pg_client(port: u16) -> tokio_postgres::Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+        {
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                return c;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "postgres: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A connection to database `db` of a test Redis.
+pub async fn redis_conn(port: u16, db: u8) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/{db}"))
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test redis")
+}

@@ -36,7 +36,7 @@ use super::wheel::TimerWheel;
 
 mod parked;
 use crate::app::App;
-use crate::message::StoredMessage;
+use crate::message::{StoredMessage, H_TX};
 use crate::state::delivery::DeliveryBatch;
 
 /// How often parked messages are looked for, and how far ahead they are loaded.
@@ -240,6 +240,16 @@ impl Consumer {
             match reader.next() {
                 None => return Fill::End,
                 Some(Ok(rec)) => {
+                    if rec.headers.iter().any(|(k, _)| k == H_TX) {
+                        if let Err(e) = self.adopt_transaction(&rec) {
+                            // Not stored: read this record again after a pause.
+                            tracing::error!(namespace = %self.ns, partition = self.partition, offset = rec.offset, error = %e, "storing a transaction's record failed; retrying");
+                            self.reader = None;
+                            return Fill::Error;
+                        }
+                        self.next_read = rec.offset + 1;
+                        continue;
+                    }
                     self.next_read = rec.offset + 1;
                     self.admit(&rec);
                 }
@@ -251,6 +261,33 @@ impl Consumer {
             }
         }
         Fill::Full
+    }
+
+    /// Hands a transaction's record to its executor: resolved once its state record is
+    /// stored (the commit may then pass it).
+    fn adopt_transaction(&mut self, rec: &StoredRecord) -> Result<(), String> {
+        let offset = rec.offset;
+        match StoredMessage::from_record(rec) {
+            Ok(msg) => {
+                self.app
+                    .txns
+                    .adopt(&self.app, &msg, self.partition, offset)
+                    .map_err(|e| e.to_string())?;
+                let record = DeliveryRecord {
+                    status: MessageStatus::Transaction,
+                    due_at_ms: rec.due_ms,
+                    targets: Vec::new(),
+                    updated_at_ms: now_ms(),
+                };
+                self.batch
+                    .put_state(&self.ns, self.partition, offset, record.encode());
+            }
+            Err(e) => {
+                tracing::error!(namespace = %self.ns, partition = self.partition, offset, error = %e, "transaction record cannot be read");
+            }
+        }
+        self.window.insert(offset, true);
+        Ok(())
     }
 
     /// Takes a record read from the log into the window.

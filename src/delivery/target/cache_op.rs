@@ -73,6 +73,26 @@ fn ttl_of(obj: &Map<String, Value>, min: u64) -> Result<Option<u64>, TargetError
     }
 }
 
+/// The key whose value a SET or DEL replaces (what a snapshot reads), or why there is none.
+pub(crate) fn snapshot_key(op: &CacheOp) -> Result<&str, super::Snapshot> {
+    match op {
+        CacheOp::Set { key, .. } | CacheOp::Del { key } => Ok(key),
+        CacheOp::Expire { .. } | CacheOp::HSet { .. } => Err(super::Snapshot::Unsupported(
+            "only the value of a SET or DEL is captured".to_owned(),
+        )),
+    }
+}
+
+/// A captured cache entry: `{"value": <string>, "ttlSeconds": <n>}`.
+pub(crate) fn captured(value: String, ttl_secs: Option<u64>) -> super::Snapshot {
+    let mut m = Map::new();
+    m.insert("value".to_owned(), Value::String(value));
+    if let Some(t) = ttl_secs {
+        m.insert("ttlSeconds".to_owned(), Value::from(t.max(1)));
+    }
+    super::Snapshot::Present(m)
+}
+
 /// Reads the operation of `payload`; `prefix` goes before the key, `default_ttl` is the TTL
 /// of a SET without `ttlSeconds`.
 pub(crate) fn parse(

@@ -8,7 +8,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::cache_op::{self, CacheOp};
-use super::{DeliverFuture, Delivery, Target, TargetContext, TargetError};
+use super::{
+    DeliverFuture, Delivery, Snapshot, SnapshotFuture, Target, TargetContext, TargetError,
+};
 use crate::model::target::CacheTargetConfig;
 
 /// A value of the in-memory cache.
@@ -213,6 +215,30 @@ impl Target for MemoryTarget {
             let op = cache_op::parse(delivery.payload, &self.prefix, self.default_ttl)?;
             self.cache.apply(op);
             Ok::<(), TargetError>(())
+        })
+    }
+
+    fn snapshot<'a>(&'a self, payload: &'a [u8]) -> SnapshotFuture<'a> {
+        Box::pin(async move {
+            let op = cache_op::parse(payload, &self.prefix, self.default_ttl)?;
+            let key = match cache_op::snapshot_key(&op) {
+                Ok(k) => k,
+                Err(s) => return Ok(s),
+            };
+            Ok(match self.cache.get(key) {
+                None => Snapshot::Absent,
+                Some(CacheValue::String(v)) => {
+                    let ttl = self
+                        .cache
+                        .ttl(key)
+                        .flatten()
+                        .map(|d| d.as_secs().saturating_add(1));
+                    cache_op::captured(v, ttl)
+                }
+                Some(CacheValue::Hash(_)) => {
+                    Snapshot::Unsupported(format!("`{key}` holds a hash, not a string"))
+                }
+            })
         })
     }
 }

@@ -99,6 +99,8 @@ pub struct TargetError {
     pub message: String,
     /// The wait the target asked for (HTTP `Retry-After`), if any.
     pub retry_after: Option<Duration>,
+    /// The target system's own error code (a PostgreSQL SQLSTATE), if it gave one.
+    pub code: Option<String>,
 }
 
 impl TargetError {
@@ -110,6 +112,7 @@ impl TargetError {
             retryable: true,
             message: message.into(),
             retry_after: None,
+            code: None,
         }
     }
 
@@ -121,18 +124,54 @@ impl TargetError {
             retryable: false,
             message: message.into(),
             retry_after: None,
+            code: None,
         }
+    }
+
+    /// The same error with the target system's code.
+    #[must_use]
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
     }
 }
 
 /// The future of one attempt.
 pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TargetError>> + Send + 'a>>;
 
+/// What a key or row holds now: read before a transaction's mutation, so that its inverse
+/// can restore it (`crate::txn::inverse`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Snapshot {
+    /// This target cannot read back what the payload changes (the reason says why).
+    Unsupported(String),
+    /// Nothing is there (no such key or row).
+    Absent,
+    /// What is there: a row (column → JSON value), or a cache entry
+    /// `{"value": <string>, "ttlSeconds": <n>}` (`ttlSeconds` absent: no expiry).
+    Present(Map<String, Value>),
+}
+
+/// The future of a snapshot.
+pub type SnapshotFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Snapshot, TargetError>> + Send + 'a>>;
+
 /// A target adapter: delivers one message per call. Implementations are cheap to share
 /// (`Arc<dyn Target>`), hold their connections, and never panic on a target's answer.
 pub trait Target: Send + Sync + std::fmt::Debug {
     /// Delivers one message. The adapter enforces its own timeout.
     fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> DeliverFuture<'a>;
+
+    /// Reads what delivering `payload` would change (the key of a cache operation, the row
+    /// of a database operation's key), under the adapter's timeout. Default: unsupported.
+    fn snapshot<'a>(&'a self, payload: &'a [u8]) -> SnapshotFuture<'a> {
+        let _ = payload;
+        Box::pin(async {
+            Ok(Snapshot::Unsupported(
+                "this target cannot read back its current state".to_owned(),
+            ))
+        })
+    }
 }
 
 /// The shared HTTP client of all HTTP and webhook targets (hyper 1, plain HTTP/1.1).

@@ -33,8 +33,8 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    extra_str, extra_timeout, with_timeout, DeliverFuture, Delivery, ErrorClass, Target,
-    TargetContext, TargetError,
+    extra_str, extra_timeout, with_timeout, DeliverFuture, Delivery, ErrorClass, Snapshot,
+    SnapshotFuture, Target, TargetContext, TargetError,
 };
 use crate::model::target::{check_sql_table, DatabaseTargetConfig};
 use crate::model::validate::FieldError;
@@ -130,7 +130,7 @@ fn classify(e: &tokio_postgres::Error) -> TargetError {
         msg = format!("{msg} ({d})");
     }
     let class = &code[..code.len().min(2)];
-    match (class, code) {
+    let err = match (class, code) {
         ("08", _) => TargetError::retryable(ErrorClass::Connection, msg),
         (_, "40001" | "40P01" | "55P03") | ("53" | "57" | "58", _) => {
             TargetError::retryable(ErrorClass::Remote, msg)
@@ -140,7 +140,8 @@ fn classify(e: &tokio_postgres::Error) -> TargetError {
             TargetError::permanent(ErrorClass::Config, msg)
         }
         _ => TargetError::permanent(ErrorClass::Remote, msg),
-    }
+    };
+    err.with_code(code)
 }
 
 /// What a payload asks for.
@@ -192,8 +193,27 @@ fn key_list(v: &Value) -> Result<Vec<String>, TargetError> {
     Ok(list)
 }
 
+/// A payload read: what it asks for, the row's columns and the key columns (all checked).
+struct Parsed {
+    kind: Kind,
+    data: Map<String, Value>,
+    key: Vec<String>,
+}
+
 /// Reads the payload and builds the statement for `table` (already checked).
 fn plan(payload: &[u8], table: &str, default_key: &[String]) -> Result<Statement, TargetError> {
+    let p = parse(payload, default_key)?;
+    let cols: Vec<&str> = p.data.keys().map(String::as_str).collect();
+    let keys: Vec<&str> = p.key.iter().map(String::as_str).collect();
+    let sql = sql(p.kind, table, &cols, &keys)?;
+    Ok(Statement {
+        sql,
+        row: Value::Object(p.data).to_string(),
+    })
+}
+
+/// Reads and checks the payload.
+fn parse(payload: &[u8], default_key: &[String]) -> Result<Parsed, TargetError> {
     let value: Value = serde_json::from_slice(payload)
         .map_err(|e| bad(format!("the payload is not JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
@@ -239,23 +259,27 @@ fn plan(payload: &[u8], table: &str, default_key: &[String]) -> Result<Statement
             c.escape_debug()
         )));
     }
-    let cols: Vec<&str> = data.keys().map(String::as_str).collect();
-    let keys: Vec<&str> = key.iter().map(String::as_str).collect();
     if kind != Kind::Insert {
-        if let Some(k) = keys
-            .iter()
-            .find(|k| data.get(**k).is_none_or(Value::is_null))
-        {
+        if let Some(k) = key.iter().find(|k| data.get(*k).is_none_or(Value::is_null)) {
             return Err(bad(format!(
                 "the key column `{k}` has no value in the data"
             )));
         }
     }
-    let sql = sql(kind, table, &cols, &keys)?;
-    Ok(Statement {
-        sql,
-        row: Value::Object(data).to_string(),
-    })
+    Ok(Parsed { kind, data, key })
+}
+
+/// The query reading the row a payload's key names (as JSON text), for a snapshot.
+fn select_sql(table: &str, keys: &[&str]) -> String {
+    let matches = quoted(keys)
+        .iter()
+        .map(|k| format!("wald_t.{k} = wald_r.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "SELECT row_to_json(wald_t)::text FROM {table} AS wald_t, \
+         json_populate_record(NULL::{table}, $1::text::json) AS wald_r WHERE {matches} LIMIT 2"
+    )
 }
 
 /// The SQL of `kind` on `table` for the (checked) columns `cols` and key columns `keys`; the
@@ -386,6 +410,57 @@ impl Target for PostgresTarget {
                 }
             }
             result
+        })
+    }
+
+    fn snapshot<'a>(&'a self, payload: &'a [u8]) -> SnapshotFuture<'a> {
+        Box::pin(async move {
+            let p = parse(payload, &self.key)?;
+            if let Some(k) = p
+                .key
+                .iter()
+                .find(|k| p.data.get(*k).is_none_or(Value::is_null))
+            {
+                return Ok(Snapshot::Unsupported(format!(
+                    "the key column `{k}` has no value in the data"
+                )));
+            }
+            let keys: Vec<&str> = p.key.iter().map(String::as_str).collect();
+            let sql = select_sql(&self.table, &keys);
+            let row = Value::Object(p.data).to_string();
+            let result = with_timeout(self.timeout, "postgresql", async {
+                let client = self.conn.get().await?;
+                client
+                    .query(sql.as_str(), &[&row])
+                    .await
+                    .map_err(|e| classify(&e))
+            })
+            .await;
+            let rows = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    if matches!(e.class, ErrorClass::Connection | ErrorClass::Timeout) {
+                        self.conn.reset().await;
+                    }
+                    return Err(e);
+                }
+            };
+            match rows.as_slice() {
+                [] => Ok(Snapshot::Absent),
+                [one] => {
+                    let text: String = one.try_get(0).map_err(|e| classify(&e))?;
+                    match serde_json::from_str::<Value>(&text) {
+                        Ok(Value::Object(m)) => Ok(Snapshot::Present(m)),
+                        _ => Ok(Snapshot::Unsupported(
+                            "the row could not be read as JSON".to_owned(),
+                        )),
+                    }
+                }
+                _ => Ok(Snapshot::Unsupported(format!(
+                    "the key ({}) matches more than one row",
+                    p.key.join(", ")
+                ))),
+            }
         })
     }
 }

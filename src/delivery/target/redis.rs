@@ -18,8 +18,8 @@ use tokio::sync::Mutex;
 
 use super::cache_op::{self, CacheOp};
 use super::{
-    extra_str, extra_timeout, with_timeout, DeliverFuture, Delivery, ErrorClass, Target,
-    TargetContext, TargetError,
+    extra_str, extra_timeout, with_timeout, DeliverFuture, Delivery, ErrorClass, Snapshot,
+    SnapshotFuture, Target, TargetContext, TargetError,
 };
 use crate::model::target::CacheTargetConfig;
 use crate::model::validate::FieldError;
@@ -225,5 +225,61 @@ impl Target for RedisTarget {
             }
             result
         })
+    }
+
+    fn snapshot<'a>(&'a self, payload: &'a [u8]) -> SnapshotFuture<'a> {
+        Box::pin(async move {
+            let op = cache_op::parse(payload, &self.prefix, self.default_ttl)?;
+            let key = match cache_op::snapshot_key(&op) {
+                Ok(k) => k.to_owned(),
+                Err(s) => return Ok(s),
+            };
+            let result = with_timeout(self.timeout, "redis", self.read(&key)).await;
+            if let Err(e) = &result {
+                if matches!(e.class, ErrorClass::Connection | ErrorClass::Timeout) {
+                    self.conn.reset().await;
+                }
+            }
+            result
+        })
+    }
+}
+
+impl RedisTarget {
+    /// The string at `key` and its remaining TTL.
+    async fn read(&self, key: &str) -> Result<Snapshot, TargetError> {
+        let mut conn = self.conn.get(self.timeout).await?;
+        let kind: String = ::redis::cmd("TYPE")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        match kind.as_str() {
+            "none" => return Ok(Snapshot::Absent),
+            "string" => {}
+            other => {
+                return Ok(Snapshot::Unsupported(format!(
+                    "`{key}` holds a {other}, not a string"
+                )))
+            }
+        }
+        let (value, pttl): (Option<Vec<u8>>, i64) = ::redis::pipe()
+            .cmd("GET")
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        let Some(bytes) = value else {
+            return Ok(Snapshot::Absent);
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            return Ok(Snapshot::Unsupported(format!(
+                "`{key}` holds bytes that are not UTF-8"
+            )));
+        };
+        let ttl = u64::try_from(pttl).ok().map(|ms| ms.div_ceil(1000));
+        Ok(cache_op::captured(text, ttl))
     }
 }
