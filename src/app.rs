@@ -79,6 +79,10 @@ impl NamespaceRuntime {
                 max_delay: batch_delay,
             },
             DurabilityMode::None => Durability::None,
+            // Kafka's confirmation makes the write durable; the local copy is synced soon.
+            DurabilityMode::Kafka => Durability::Batch {
+                max_delay: batch_delay,
+            },
         }
     }
 
@@ -219,9 +223,38 @@ impl App {
             app.delivery
                 .check_targets("targetConfigs", &spec.target_configs)
                 .map_err(|errs| invalid_namespace(&spec.name, &errs))?;
+            app.recover_from_kafka(&spec)?;
             app.install(spec)?;
         }
         Ok(app)
+    }
+
+    /// At startup, for a namespace whose durability is Kafka (and that this instance owns):
+    /// appends to its logs what its topic holds past their ends (`mirror::kafka_recover`).
+    ///
+    /// # Errors
+    /// A log that cannot be opened, or the recovery failed (Kafka unreachable, a gap): the
+    /// namespace must not serve with acknowledged records missing.
+    pub fn recover_from_kafka(&self, spec: &Namespace) -> Result<(), StartError> {
+        if spec.durability != DurabilityMode::Kafka || !self.config.cluster.owns(&spec.name) {
+            return Ok(());
+        }
+        #[cfg(feature = "mirror-kafka")]
+        {
+            let partitions = spec.shard_config.partition_count.max(1);
+            self.engine.open_namespace(&spec.name, partitions)?;
+            let logs = self.engine.logs(&spec.name).unwrap_or_default();
+            let started = Instant::now();
+            let n = crate::mirror::kafka_recover::recover(spec, &logs).map_err(|e| {
+                StartError::Namespace {
+                    name: spec.name.clone(),
+                    reason: format!("recovering from Kafka (durability \"kafka\"): {e}"),
+                }
+            })?;
+            tracing::info!(namespace = %spec.name, records = n, secs = started.elapsed().as_secs_f64(),
+                "checked the local log against Kafka");
+        }
+        Ok(())
     }
 
     /// Opens a namespace's logs, catches the state store up with them, and makes the

@@ -314,15 +314,18 @@ fn a_transaction_past_its_timeout_is_compensated() {
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["transactionId"].as_str().unwrap().to_owned();
     let t = wait_txn(&s, &id, "compensated");
-    assert!(
-        t["reason"].as_str().unwrap().contains("timed out"),
-        "{t:#}"
-    );
+    assert!(t["reason"].as_str().unwrap().contains("timed out"), "{t:#}");
     let m = t["mutations"].as_array().unwrap();
     assert_eq!(m[0]["status"], "compensated", "{t:#}");
-    assert_eq!(m[0]["compensation"]["operation"], "DEL", "no value before the SET");
+    assert_eq!(
+        m[0]["compensation"]["operation"], "DEL",
+        "no value before the SET"
+    );
     assert_eq!(m[1]["status"], "failed", "{t:#}");
     let tries = m[1]["attemptCount"].as_u64().unwrap();
-    assert!((2..=6).contains(&tries), "retried until the 1 s timeout: {tries}");
+    assert!(
+        (2..=6).contains(&tries),
+        "retried until the 1 s timeout: {tries}"
+    );
     s.stop();
 }

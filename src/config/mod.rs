@@ -11,6 +11,7 @@
 //! repository root; a unit test parses that file so it cannot drift from this code.
 
 mod auth;
+mod cluster;
 mod delivery;
 mod env;
 mod storage;
@@ -18,6 +19,7 @@ mod storage;
 mod tests;
 
 pub use auth::{ApiKeyConfig, AuthConfig, KeyIdentity, Keyring, NamespaceAccess, ADMIN_KEY_ID};
+pub use cluster::{ClusterConfig, Member, Owner};
 pub use delivery::DeliveryConfig;
 pub use storage::{PreallocateSetting, RecoveryModeSetting, StorageConfig};
 
@@ -100,6 +102,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     /// `[delivery]`: consumers, target defaults, dead-letter replay pace.
     pub delivery: DeliveryConfig,
+    /// `[cluster]`: instances sharing one set of namespaces, each owning a shard.
+    pub cluster: ClusterConfig,
     /// `[[namespaces]]`: namespaces declared in the file, with the JSON (camelCase) field names
     /// and defaults of the namespace API, as written (not normalised; see
     /// [`Config::declared_namespaces`]). Default: none.
@@ -318,6 +322,7 @@ impl Config {
         self.storage.validate()?;
         self.rate_limits.validate()?;
         self.delivery.validate()?;
+        self.cluster.validate()?;
         self.declared_namespaces::<Namespace>().map(drop)
     }
 

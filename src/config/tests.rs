@@ -99,6 +99,11 @@ fn example_uncommented_validates_and_matches_the_code() {
     let access = orders.access_control.as_ref().unwrap();
     assert_eq!(access.allowed_api_keys, ["orders-writer"]);
     assert_eq!(access.rate_limits.burst_limit, 50);
+    assert!(config.cluster.owns("orders"));
+    assert!(matches!(
+        config.cluster.owner("payments"),
+        crate::config::Owner::Remote(m) if m.id == "b"
+    ));
 }
 
 /// Field names of a struct, read from its `Debug` output (`name: value`).
@@ -126,6 +131,7 @@ fn example_documents_every_key() {
         format!("{:?}", StorageConfig::default()),
         format!("{:?}", RateLimitsConfig::default()),
         format!("{:?}", DeliveryConfig::default()),
+        format!("{:?}", crate::config::ClusterConfig::default()),
     ];
     let mut fields = BTreeSet::new();
     for debug in &sections {
@@ -133,7 +139,7 @@ fn example_documents_every_key() {
     }
     assert!(fields.contains("max_delay_secs") && fields.contains("key_sha256"));
     for field in fields {
-        if field == "cors" || field == "api_keys" {
+        if field == "cors" || field == "api_keys" || field == "assign" {
             assert!(
                 EXAMPLE.contains(&format!("[{field}]")) || EXAMPLE.contains(&format!(".{field}]"))
             );
@@ -157,6 +163,9 @@ fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
         } else {
             format!("{prefix}.{k}")
         };
+        if key == "cluster.assign" {
+            continue; // namespace names, not keys
+        }
         let text = match v {
             toml::Value::Table(t) => {
                 walk(&key, t, out);

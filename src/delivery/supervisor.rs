@@ -30,7 +30,12 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
                 break;
             }
             running.retain(|_, h| !h.is_finished());
-            for ns in app.all_namespaces() {
+            // In a cluster, only the namespaces this instance owns.
+            let owned = app
+                .all_namespaces()
+                .into_iter()
+                .filter(|n| app.config.cluster.owns(&n.spec.name));
+            for ns in owned {
                 for (p, log) in ns.logs.iter().enumerate() {
                     let p = u32::try_from(p).unwrap_or(u32::MAX);
                     let key = (ns.spec.name.clone(), p);

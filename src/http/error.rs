@@ -34,6 +34,8 @@ pub enum ErrorCode {
     MessageNotFound,
     /// 404: no such transaction.
     TransactionNotFound,
+    /// 307: another instance of the cluster owns the namespace; `Location` names it.
+    NotOwner,
     /// 404: no such route.
     NotFound,
     /// 405: the route exists, the method does not.
@@ -70,6 +72,7 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             Self::ValidationError | Self::MalformedJson => StatusCode::BAD_REQUEST,
+            Self::NotOwner => StatusCode::TEMPORARY_REDIRECT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::NamespaceDisabled => StatusCode::FORBIDDEN,
             Self::NamespaceNotFound
@@ -103,6 +106,8 @@ pub struct ApiError {
     pub details: Option<serde_json::Value>,
     /// Seconds for `Retry-After` (429 and 503).
     pub retry_after: Option<u64>,
+    /// `Location` (307).
+    pub location: Option<String>,
 }
 
 impl ApiError {
@@ -113,6 +118,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            location: None,
         }
     }
 
@@ -342,6 +348,11 @@ pub fn render(err: &ApiError, request_id: &str, path: &str, method: &Method) -> 
     if let Some(secs) = err.retry_after {
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    if let Some(loc) = &err.location {
+        if let Ok(v) = HeaderValue::from_str(loc) {
+            resp.headers_mut().insert(header::LOCATION, v);
         }
     }
     resp

@@ -2,6 +2,7 @@
 //! envelope, timeout, body limit, CORS, metrics).
 
 pub mod auth;
+pub mod cluster;
 pub mod cors;
 pub mod dlq;
 pub mod docs;
@@ -69,6 +70,10 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(docs::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            cluster::route,
+        ))
         .layer(middleware::from_fn(headers::limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), count))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))

@@ -101,6 +101,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Namespace>), ApiError> {
     let mut ns = parse(&headers, &body)?;
+    super::cluster::check_owner(&app, &ns.name, "/api/v1/namespaces")?;
     app.delivery
         .check_targets("targetConfigs", &ns.target_configs)
         .map_err(ApiError::validation)?;
@@ -130,6 +131,7 @@ pub async fn list(State(app): State<Arc<App>>, _admin: Admin) -> Json<Vec<Namesp
     Json(
         app.all_namespaces()
             .iter()
+            .filter(|n| app.config.cluster.owns(&n.spec.name))
             .map(|n| n.spec.clone())
             .collect(),
     )

@@ -18,6 +18,7 @@ use super::error::{ApiError, ErrorCode};
 use super::request_id::RequestId;
 use crate::app::{App, NamespaceRuntime, IDEMPOTENCY_WINDOW_MS};
 use crate::message::{new_message_id, RecordIds, StoredMessage};
+use crate::model::namespace::DurabilityMode;
 use crate::model::time::rfc3339_ms;
 use crate::model::transaction::{parse_transactions, MutationSpec};
 use crate::model::validate::{parse_json, FieldError};
@@ -184,6 +185,7 @@ pub async fn write(
         }
         None => {}
     }
+    super::cluster::check_owner(&app, &v.namespace, "/api/v1/wal/write")?;
     let ns = lookup_namespace(&app, &v.namespace)?;
     authorize_namespace(&app, &caller, &ns, &v.namespace)?;
     if !ns.spec.enabled {
@@ -231,10 +233,25 @@ pub async fn write(
                 .with_label_values(&[v.namespace.as_str()])
                 .inc();
             app.metrics.series.record_duplicate(&v.namespace, now);
+            let durable = if ns.spec.durability == DurabilityMode::Kafka {
+                // Whether Kafka confirmed the first one (waiting for it, as its write did).
+                let deadline = started + app.config.server.request_timeout();
+                app.mirrors
+                    .confirm(
+                        &ns,
+                        first.partition,
+                        first.offset,
+                        DurableStatus::False,
+                        deadline,
+                    )
+                    .await
+            } else {
+                durable_status(&ns)
+            };
             return Ok((
                 StatusCode::ACCEPTED,
                 Json(WriteToLogResponse {
-                    durable: durable_status(&ns),
+                    durable,
                     transaction_id: txn.as_ref().map(|_| transaction_id_of(&first.message_id)),
                     message_id: first.message_id,
                     message:
@@ -354,7 +371,9 @@ pub async fn write(
             durable,
             message_id,
             transaction_id,
-            message: if durable == DurableStatus::Unknown {
+            message: if durable == DurableStatus::Unknown && ns.spec.durability == DurabilityMode::Kafka {
+                "Accepted in the local log, but Kafka did not confirm within the request timeout (it is retried until it does)"
+            } else if durable == DurableStatus::Unknown {
                 "Accepted and durable in the log, but a mirror with ack = \"mirror\" did not confirm within the request timeout"
             } else {
                 "Message accepted for processing"
@@ -394,7 +413,7 @@ fn index(app: &App, namespace: &str, partition: u32, offset: u64, ids: RecordIds
 
 fn durable_status(ns: &NamespaceRuntime) -> DurableStatus {
     match ns.spec.durability {
-        crate::model::namespace::DurabilityMode::Sync => DurableStatus::True,
+        DurabilityMode::Sync => DurableStatus::True,
         _ => DurableStatus::False,
     }
 }

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::config::{self, AckMode};
 use super::metrics::MirrorMetrics;
 use crate::app::NamespaceRuntime;
-use crate::model::namespace::BackendType;
+use crate::model::namespace::{BackendType, DurabilityMode};
 use crate::model::write::DurableStatus;
 
 /// (namespace, partition, mirror name).
@@ -163,7 +163,12 @@ impl Hub {
         let Ok(specs) = config::specs(&ns.spec) else {
             return durable;
         };
-        for s in specs.iter().filter(|s| s.ack == AckMode::Mirror) {
+        // With Kafka as the primary durability, its mirrors confirm every write.
+        let kafka_primary = ns.spec.durability == DurabilityMode::Kafka;
+        let mut kafka_confirmed = false;
+        for s in specs.iter().filter(|s| {
+            s.ack == AckMode::Mirror || (kafka_primary && s.backend == BackendType::Kafka)
+        }) {
             let mut rx = self
                 .slot(&ns.spec.name, partition, &s.name)
                 .committed
@@ -179,6 +184,14 @@ impl Hub {
             if !confirmed {
                 return DurableStatus::Unknown;
             }
+            kafka_confirmed |= s.backend == BackendType::Kafka;
+        }
+        if kafka_primary {
+            return if kafka_confirmed {
+                DurableStatus::True
+            } else {
+                DurableStatus::Unknown
+            };
         }
         durable
     }

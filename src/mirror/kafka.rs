@@ -7,7 +7,10 @@
 //!   stay in one Kafka partition, in order; with `n` ≥ the namespace's `partitionCount` the
 //!   mapping is one to one.
 //! - **Record**: key = the partition key (none when empty), value = the client's payload as
-//!   JSON text, headers `id` (message id), `namespace`, `partition`, `offset`, `requestId`.
+//!   JSON text, headers `id` (message id), `namespace`, `partition`, `offset`, `requestId`,
+//!   `due` (due time, ms; 0 = at once) and `wald` (the rest of the stored message as JSON:
+//!   targets, lifecycle, metadata, ids, acceptance time — with the value, everything needed
+//!   to rebuild the local record; see `kafka_recover`).
 //! - **Producer**: `enable.idempotence=true`, `acks=all`, `message.timeout.ms` = `timeoutMs`,
 //!   `message.max.bytes` = `maxRecordBytes`. A batch is produced at once and confirmed in
 //!   order; the idempotent producer keeps the order within a partition across its retries.
@@ -130,6 +133,7 @@ impl KafkaMirror {
             let m = &r.message;
             let payload = m.payload.get();
             let (partition, offset) = (r.partition.to_string(), r.offset.to_string());
+            let (due, rest) = (r.due_ms.to_string(), rest_of(&r.message));
             let mut headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "id",
@@ -146,6 +150,14 @@ impl KafkaMirror {
                 .insert(Header {
                     key: "offset",
                     value: Some(offset.as_str()),
+                })
+                .insert(Header {
+                    key: "due",
+                    value: Some(due.as_str()),
+                })
+                .insert(Header {
+                    key: "wald",
+                    value: Some(rest.as_str()),
                 });
             if let Some(rid) = &m.request_id {
                 headers = headers.insert(Header {
@@ -202,6 +214,15 @@ impl KafkaMirror {
         }
         out
     }
+}
+
+/// The stored message without its payload (which is the Kafka value), as JSON.
+fn rest_of(m: &crate::message::StoredMessage) -> String {
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("payload");
+    }
+    v.to_string()
 }
 
 fn refusal(r: &MirrorRecord, e: &KafkaError) -> Refusal {

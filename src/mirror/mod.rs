@@ -32,6 +32,8 @@ pub mod consumer;
 pub mod hub;
 #[cfg(feature = "mirror-kafka")]
 pub mod kafka;
+#[cfg(feature = "mirror-kafka")]
+pub mod kafka_recover;
 pub mod metrics;
 #[cfg(feature = "mirror-redis")]
 pub mod redis;

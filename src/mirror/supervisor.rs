@@ -31,7 +31,12 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
             }
             running.retain(|_, h| !h.is_finished());
             let mut present = HashSet::new();
-            for ns in app.all_namespaces() {
+            // In a cluster, only the namespaces this instance owns.
+            let owned = app
+                .all_namespaces()
+                .into_iter()
+                .filter(|n| app.config.cluster.owns(&n.spec.name));
+            for ns in owned {
                 let name = ns.spec.name.clone();
                 present.insert(name.clone());
                 let Ok(mirrors) = specs(&ns.spec) else {

@@ -89,6 +89,12 @@ pub enum DurabilityMode {
     Batch,
     /// After the write; synced whenever the OS does (`durable: "false"`).
     None,
+    /// After the namespace's Kafka mirror confirmed the message (acks=all), with no local
+    /// fsync on the path (`durable: "true"`; `"unknown"` if Kafka did not confirm within the
+    /// request timeout). The local log is synced within the batch interval, and rebuilt from
+    /// the topic at startup when it lost its unsynced tail (docs/OPERATIONS.md, "Kafka as
+    /// primary"). Needs a Kafka mirror (`backend: "kafka"` or a `mirrors` entry).
+    Kafka,
 }
 
 /// How the wait between delivery attempts grows (the seeds' `BackoffStrategy`).
@@ -424,6 +430,15 @@ impl Namespace {
         }
         if let Some(t) = &self.topic_name {
             check_topic("topicName", t, &mut errs);
+        }
+        if self.durability == DurabilityMode::Kafka
+            && self.backend != BackendType::Kafka
+            && !self.mirrors.iter().any(|m| m.backend == BackendType::Kafka)
+        {
+            errs.push(
+                "durability",
+                "`kafka` needs a Kafka mirror to confirm writes: set `backend` to \"kafka\" (with backendConfig.bootstrapServers) or add a `mirrors` entry with backend \"kafka\"",
+            );
         }
         let rp = &self.retry_policy;
         check_retry_bounds(

@@ -208,7 +208,7 @@ impl TxnHub {
                 tracing::error!(transaction_id = %id, "transaction record unreadable; not resumed");
                 continue;
             };
-            if rec.status.is_final() {
+            if rec.status.is_final() || !app.config.cluster.owns(&rec.namespace) {
                 continue;
             }
             let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);

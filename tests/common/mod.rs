@@ -37,6 +37,7 @@ impl Server {
 
     pub fn start_with(config: Config, fs: Arc<dyn wald_storage::io::Vfs>) -> Self {
         config.validate().expect("valid test config");
+        let listen = config.server.listen;
         let app = App::start_with(config, fs).expect("start");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -48,7 +49,7 @@ impl Server {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 wald::server::run(listener, app2, async move {
                     let _ = rx.await;
