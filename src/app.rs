@@ -75,14 +75,11 @@ impl NamespaceRuntime {
     pub fn durability(&self, batch_delay: Duration) -> Durability {
         match self.spec.durability {
             DurabilityMode::Sync => Durability::Sync,
-            DurabilityMode::Batch => Durability::Batch {
+            // Kafka: its confirmation makes the write durable; the local copy is synced soon.
+            DurabilityMode::Batch | DurabilityMode::Kafka => Durability::Batch {
                 max_delay: batch_delay,
             },
             DurabilityMode::None => Durability::None,
-            // Kafka's confirmation makes the write durable; the local copy is synced soon.
-            DurabilityMode::Kafka => Durability::Batch {
-                max_delay: batch_delay,
-            },
         }
     }
 

@@ -327,5 +327,30 @@ fn a_transaction_past_its_timeout_is_compensated() {
         (2..=6).contains(&tries),
         "retried until the 1 s timeout: {tries}"
     );
+
+    // An applied mutation that has no inverse and no explicit compensation: the transaction
+    // ends `failed`, saying so.
+    let r = s.post_json(
+        "/api/v1/wal/write",
+        &[],
+        &json!({ "namespace": "shop", "payload": {"transactions": [
+            {"partition": "a", "operation": "HTTP", "target": {"type": "webhook", "identifier": "ok",
+              "config": {"url": rx.url("ok")}}, "data": {"n": 1}},
+            {"partition": "a", "operation": "HTTP", "target": {"type": "webhook", "identifier": "bad",
+              "config": {"url": rx.url("perm")}}, "data": {"n": 2}}]} }),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["transactionId"].as_str().unwrap().to_owned();
+    let t = wait_txn(&s, &id, "failed");
+    let reason = t["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("mutation 2") && reason.contains("no derived inverse"),
+        "{t:#}"
+    );
+    assert_eq!(
+        t["mutations"][0]["status"], "completed",
+        "applied, not undone"
+    );
+    assert_eq!(t["mutations"][0]["compensation"]["source"], "unavailable");
     s.stop();
 }

@@ -257,8 +257,8 @@ fn sigkill_during_compensation_finishes_it_in_reverse_order() {
     let p = spawn(dir.path());
     let t = p.wait(&id, "compensated", |t| t["status"] == "compensated");
     let m = t["mutations"].as_array().unwrap();
-    for i in 0..3 {
-        assert_eq!(m[i]["status"], "compensated", "{t:#}");
+    for x in &m[..3] {
+        assert_eq!(x["status"], "compensated", "{t:#}");
     }
     assert_eq!(m[3]["status"], "failed");
     assert_eq!(

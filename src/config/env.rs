@@ -168,7 +168,7 @@ impl Config {
             "rate_limits.requests_per_minute" => rates.requests_per_minute = parse(key, v)?,
             "rate_limits.requests_per_hour" => rates.requests_per_hour = parse(key, v)?,
             "rate_limits.burst" => rates.burst = parse(key, v)?,
-            "cluster.instance_id" => self.cluster.instance_id = v.to_owned(),
+            "cluster.instance_id" => v.clone_into(&mut self.cluster.instance_id),
             "delivery.enabled" => self.delivery.enabled = parse(key, v)?,
             "delivery.window" => self.delivery.window = parse(key, v)?,
             "delivery.park_after_ms" => self.delivery.park_after_ms = parse(key, v)?,

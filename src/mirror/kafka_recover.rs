@@ -128,7 +128,7 @@ pub fn recover(ns: &Namespace, logs: &[Arc<Log>]) -> Result<u64, RecoverError> {
     for (p, log) in logs.iter().enumerate() {
         let p = u32::try_from(p).unwrap_or(u32::MAX);
         let kp = i32::try_from(p as usize % n).unwrap_or(0);
-        let part = Partition {
+        let part = PartitionRecovery {
             consumer: &consumer,
             topic: &topic,
             ns: &ns.name,
@@ -145,7 +145,7 @@ pub fn recover(ns: &Namespace, logs: &[Arc<Log>]) -> Result<u64, RecoverError> {
 }
 
 /// One wald partition's recovery from its Kafka partition.
-struct Partition<'a> {
+struct PartitionRecovery<'a> {
     consumer: &'a BaseConsumer,
     topic: &'a str,
     ns: &'a str,
@@ -163,7 +163,7 @@ fn header<'m>(m: &'m impl Message, name: &str) -> Option<&'m str> {
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
-impl Partition<'_> {
+impl PartitionRecovery<'_> {
     /// The Kafka offset to start from: the time of the local tail minus [`SKEW`], else the
     /// beginning.
     fn start(&self, log: &Log) -> Offset {

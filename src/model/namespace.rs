@@ -419,6 +419,25 @@ impl Namespace {
             .unwrap_or_default()
     }
 
+    /// `durability` (Kafka needs a Kafka mirror) and `transactionConfig`.
+    fn check_durability(&self, errs: &mut Errors) {
+        if self.durability == DurabilityMode::Kafka
+            && self.backend != BackendType::Kafka
+            && !self.mirrors.iter().any(|m| m.backend == BackendType::Kafka)
+        {
+            errs.push(
+                "durability",
+                "`kafka` needs a Kafka mirror to confirm writes: set `backend` to \"kafka\" (with backendConfig.bootstrapServers) or add a `mirrors` entry with backend \"kafka\"",
+            );
+        }
+        errs.range(
+            "transactionConfig.timeoutSeconds",
+            self.transaction_config.timeout_seconds,
+            1,
+            86_400,
+        );
+    }
+
     /// Checks every field; reports every bad one, named by its JSON path.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errs = Errors::new();
@@ -431,15 +450,7 @@ impl Namespace {
         if let Some(t) = &self.topic_name {
             check_topic("topicName", t, &mut errs);
         }
-        if self.durability == DurabilityMode::Kafka
-            && self.backend != BackendType::Kafka
-            && !self.mirrors.iter().any(|m| m.backend == BackendType::Kafka)
-        {
-            errs.push(
-                "durability",
-                "`kafka` needs a Kafka mirror to confirm writes: set `backend` to \"kafka\" (with backendConfig.bootstrapServers) or add a `mirrors` entry with backend \"kafka\"",
-            );
-        }
+        self.check_durability(&mut errs);
         let rp = &self.retry_policy;
         check_retry_bounds(
             "retryPolicy",
@@ -452,12 +463,6 @@ impl Namespace {
         for (k, code) in rp.retryable_error_codes.iter().flatten().enumerate() {
             errs.chars(index("retryPolicy.retryableErrorCodes", k), code, 1, 100);
         }
-        errs.range(
-            "transactionConfig.timeoutSeconds",
-            self.transaction_config.timeout_seconds,
-            1,
-            86_400,
-        );
         let dlq = &self.dlq_config;
         if let Some(t) = &dlq.topic_name {
             check_topic("dlqConfig.topicName", t, &mut errs);

@@ -378,16 +378,16 @@ fn operation(
 ) -> Option<Operation> {
     let field = join(path, "operation");
     let op = match v {
-        Some(Value::String(s)) => match Operation::parse(s) {
-            Some(op) => op,
-            None => {
+        Some(Value::String(s)) => {
+            let Some(op) = Operation::parse(s) else {
                 errs.push(
                     field,
                     format!("unknown operation `{s}` (INSERT, UPDATE, UPSERT, DELETE, SET, DEL, EXPIRE, HSET, HTTP or APPEND)"),
                 );
                 return None;
-            }
-        },
+            };
+            op
+        }
         Some(_) => {
             errs.push(field, "must be a string");
             return None;
@@ -547,6 +547,7 @@ mod tests {
                "config": {"type": "redis", "host": "127.0.0.1", "port": 6379}})
     }
 
+    #[allow(clippy::needless_pass_by_value)]
     fn parse(v: Value) -> Result<Option<Vec<MutationSpec>>, Vec<String>> {
         parse_transactions(&v.to_string(), &ns(), false).map_err(|e| {
             e.into_iter()

@@ -136,6 +136,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[allow(clippy::needless_pass_by_value)]
     fn spec(op: Operation, kind: &str, data: Value) -> MutationSpec {
         let target = if kind == "database" {
             json!({"type": "database", "identifier": "db", "config": {"type": "postgresql",
@@ -153,6 +154,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::needless_pass_by_value)]
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
     }

@@ -142,30 +142,28 @@ impl TxnHub {
         if running.contains(&id) {
             return Ok(());
         }
-        let rec = match app.state.get_txn(&id)? {
-            Some(bytes) => match TxnRecord::decode(&bytes) {
-                Ok(r) => {
-                    if r.status.is_final() {
-                        return Ok(());
-                    }
-                    self.metrics.moved(&r.namespace, None, r.status, false);
-                    r
-                }
+        let rec = if let Some(bytes) = app.state.get_txn(&id)? {
+            let r = match TxnRecord::decode(&bytes) {
+                Ok(r) => r,
                 Err(e) => {
                     tracing::error!(transaction_id = %id, error = %e, "transaction record unreadable; left as is");
                     return Ok(());
                 }
-            },
-            None => {
-                let ns = app.namespace(&msg.namespace).map(|n| n.spec.clone());
-                let rec = new_record(&id, msg, ns.as_ref(), partition, offset);
-                app.state.put_txn(&id, &rec.encode(), false)?;
-                self.metrics.moved(&rec.namespace, None, rec.status, true);
-                if rec.status.is_final() {
-                    return Ok(());
-                }
-                rec
+            };
+            if r.status.is_final() {
+                return Ok(());
             }
+            self.metrics.moved(&r.namespace, None, r.status, false);
+            r
+        } else {
+            let ns = app.namespace(&msg.namespace).map(|n| n.spec.clone());
+            let rec = new_record(&id, msg, ns.as_ref(), partition, offset);
+            app.state.put_txn(&id, &rec.encode(), false)?;
+            self.metrics.moved(&rec.namespace, None, rec.status, true);
+            if rec.status.is_final() {
+                return Ok(());
+            }
+            rec
         };
         self.spawn_locked(app, &mut running, rec);
         Ok(())

@@ -3,6 +3,8 @@
 //! retried by the transaction's policy; one that fails for good goes to the dead-letter queue
 //! and the transaction ends `failed`.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value};
 use wald_storage::now_ms;
 
@@ -134,24 +136,24 @@ impl Executor {
             let adapter = self.app.delivery.adapter(&target);
             let m = &mut self.rec.mutations[i];
             let doubt = m.in_doubt || last_timed_out(&m.compensation_attempts);
-            let n = m.compensation_attempt_count + 1;
+            let number = m.compensation_attempt_count + 1;
             m.in_doubt = true;
             if !self.save(false) {
                 self.rec.mutations[i].next_attempt_at_ms = Some(now_ms() + STORE_RETRY_MS);
                 continue;
             }
             let (record, result) = match adapter {
-                Ok(a) => {
+                Ok(adapter) => {
                     let out = self.outgoing(&comp_id, body.clone());
                     let mut stop = self.stop.clone();
                     tokio::select! {
-                        r = attempt(a, &out, n) => r,
+                        r = attempt(adapter, &out, number) => r,
                         _ = stop.changed() => return false,
                     }
                 }
-                Err(e) => {
-                    let err = TargetError::permanent(ErrorClass::Config, e);
-                    (attempt_record(n, now_ms(), 0, &err), Err(err))
+                Err(reason) => {
+                    let err = TargetError::permanent(ErrorClass::Config, reason);
+                    (attempt_record(number, now_ms(), 0, &err), Err(err))
                 }
             };
             let now = now_ms();
@@ -217,7 +219,7 @@ impl Executor {
             transaction_id: Some(self.rec.transaction_id.clone()),
             metadata: Some(metadata),
             ..StoredMessage::new(
-                &format!("{}_compensation", m.mutation_id),
+                format!("{}_compensation", m.mutation_id),
                 &self.rec.namespace,
                 raw,
                 now,
@@ -252,9 +254,10 @@ impl Executor {
             tracing::error!(transaction_id = %self.rec.transaction_id, error = %e, "dead-lettering a failed compensation failed");
             let m = &mut self.rec.mutations[i];
             if let Some(err) = m.compensation_error.as_mut() {
-                err.push_str(&format!(
+                let _ = write!(
+                    err,
                     " (and writing it to the dead-letter queue failed: {e})"
-                ));
+                );
             }
         }
     }
