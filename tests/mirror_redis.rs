@@ -333,7 +333,37 @@ fn a_record_too_large_for_the_backend_is_refused_and_skipped() {
         "{why}"
     );
     let ids: Vec<String> = stream(redis.port, "big").into_iter().map(|e| e.0).collect();
-    assert_eq!(ids, [small1, small2]);
+    assert_eq!(ids, [small1.clone(), small2]);
+    // Recorded with the message, in the state store (it survives restarts).
+    s.stop();
+    let s = Server::start(common::config(&dir));
+    let m = request(
+        s.addr,
+        "GET",
+        &format!("/api/v1/wal/messages/{big}"),
+        &[],
+        None,
+    )
+    .json();
+    let refusals = m["mirrorRefusals"].as_array().expect("mirrorRefusals");
+    assert_eq!(refusals.len(), 1, "{m:#}");
+    assert_eq!(refusals[0]["mirror"], "redis_streams");
+    assert!(
+        refusals[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("maxRecordBytes"),
+        "{m:#}"
+    );
+    let m = request(
+        s.addr,
+        "GET",
+        &format!("/api/v1/wal/messages/{small1}"),
+        &[],
+        None,
+    )
+    .json();
+    assert!(m.get("mirrorRefusals").is_none(), "{m:#}");
     s.stop();
 }
 

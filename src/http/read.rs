@@ -76,6 +76,39 @@ pub struct MessageView {
     pub attempts: Vec<serde_json::Value>,
     /// Each target's (and so each region's) delivery: status, attempts, next attempt.
     pub targets: Vec<crate::delivery::record::TargetDelivery>,
+    /// Mirrors that refused the message for good (too large for the backend, not a message):
+    /// they skipped it. Absent when none did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirror_refusals: Vec<MirrorRefusal>,
+}
+
+/// A mirror's refusal of a message.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorRefusal {
+    /// The mirror's name.
+    pub mirror: String,
+    /// Why (e.g. larger than the backend's limit).
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// The refusals of the message at `offset` (none when the state store cannot say).
+fn refusals(app: &App, namespace: &str, partition: u32, offset: u64) -> Vec<MirrorRefusal> {
+    app.state
+        .mirror_refusals(namespace, partition, offset)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(mirror, bytes)| {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            Some(MirrorRefusal {
+                mirror,
+                reason: v["reason"].as_str().unwrap_or_default().to_owned(),
+                at: rfc3339_ms(v["atMs"].as_u64().unwrap_or(0)),
+            })
+        })
+        .collect()
 }
 
 /// The delivery record of a message (none yet: pending).
@@ -97,6 +130,7 @@ fn view(
     rec: &wald_storage::StoredRecord,
     partition: u32,
     delivery: crate::delivery::record::DeliveryRecord,
+    mirror_refusals: Vec<MirrorRefusal>,
 ) -> Result<MessageView, ApiError> {
     let m = StoredMessage::from_record(rec).map_err(ApiError::internal)?;
     let attempts = delivery
@@ -133,6 +167,7 @@ fn view(
         status: delivery.status,
         attempts,
         targets: delivery.targets,
+        mirror_refusals,
     })
 }
 
@@ -183,7 +218,8 @@ pub async fn get_message(
         return Err(not_found());
     }
     let delivery = delivery_record(&app, &loc.namespace, loc.partition, loc.offset);
-    Ok(Json(view(&rec, loc.partition, delivery)?))
+    let refused = refusals(&app, &loc.namespace, loc.partition, loc.offset);
+    Ok(Json(view(&rec, loc.partition, delivery, refused)?))
 }
 
 /// Query of the read API.
@@ -281,6 +317,7 @@ pub async fn read_messages(
                 r,
                 partition,
                 delivery_record(&app, &name, partition, r.offset),
+                refusals(&app, &name, partition, r.offset),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;

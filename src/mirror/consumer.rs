@@ -313,9 +313,17 @@ impl MirrorConsumer {
                 r.offset, r.message_id, r.reason
             ));
         }
+        let now = wald_storage::now_ms();
+        let records: Vec<(u64, Vec<u8>)> = refused
+            .iter()
+            .map(|r| {
+                let v = serde_json::json!({ "reason": r.reason, "atMs": now });
+                (r.offset, v.to_string().into_bytes())
+            })
+            .collect();
         self.app
             .state
-            .commit_mirror_offset(&self.ns, self.partition, &self.spec.name, next)
+            .commit_mirror_offset(&self.ns, self.partition, &self.spec.name, next, &records)
             .map_err(|e| MirrorError::State(e.to_string()))?;
         self.committed = next;
         self.slot.committed.send_replace(next);

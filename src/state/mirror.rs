@@ -9,12 +9,13 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `consumers` | `ns \0 partition(4 BE) "mirror:" name` | committed offset (8 BE) |
+//! | `consumers` | `ns \0 partition(4 BE) "refused:" offset(8 BE) name` | a record the mirror refused for good: `{"reason", "atMs"}` (JSON) |
 //!
 //! The key extends delivery's consumer key (`ns \0 partition(4 BE)`, exactly 4 bytes after
 //! the `\0`), so the two never collide, and [`StateStore::delete_delivery_data`] (a range
 //! delete over the namespace's prefix) removes these entries with the namespace.
 
-use rocksdb::{WriteBatch, WriteOptions};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
 
 use super::codec::{partition_key, CF_CONSUMERS};
 use super::{check_namespace, db_err, StateError, StateStore};
@@ -24,6 +25,14 @@ fn mirror_key(ns: &str, partition: u32, mirror: &str) -> Vec<u8> {
     let mut k = partition_key(ns, partition);
     k.extend_from_slice(b"mirror:");
     k.extend_from_slice(mirror.as_bytes());
+    k
+}
+
+/// The prefix of the refusals of the record at `offset`.
+fn refusal_prefix(ns: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let mut k = partition_key(ns, partition);
+    k.extend_from_slice(b"refused:");
+    k.extend_from_slice(&offset.to_be_bytes());
     k
 }
 
@@ -63,19 +72,48 @@ impl StateStore {
         partition: u32,
         mirror: &str,
         next: u64,
+        refused: &[(u64, Vec<u8>)],
     ) -> Result<(), StateError> {
         check_namespace(ns)?;
+        let cf = self.cf(CF_CONSUMERS)?;
         let mut b = WriteBatch::default();
-        b.put_cf(
-            self.cf(CF_CONSUMERS)?,
-            mirror_key(ns, partition, mirror),
-            next.to_be_bytes(),
-        );
+        b.put_cf(cf, mirror_key(ns, partition, mirror), next.to_be_bytes());
+        for (offset, record) in refused {
+            let mut k = refusal_prefix(ns, partition, *offset);
+            k.extend_from_slice(mirror.as_bytes());
+            b.put_cf(cf, k, record);
+        }
         let mut o = WriteOptions::default();
         o.set_sync(false);
         self.db
             .write_opt(b, &o)
             .map_err(db_err("writing a mirror's committed offset"))
+    }
+
+    /// The refusals of the record at `offset`: `(mirror name, record)`.
+    ///
+    /// # Errors
+    /// An invalid namespace or a RocksDB error.
+    pub fn mirror_refusals(
+        &self,
+        ns: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        check_namespace(ns)?;
+        let prefix = refusal_prefix(ns, partition, offset);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_CONSUMERS)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, v) = item.map_err(db_err("reading mirror refusals"))?;
+            let Some(name) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            out.push((String::from_utf8_lossy(name).into_owned(), v.into_vec()));
+        }
+        Ok(out)
     }
 }
 
@@ -88,9 +126,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = StateStore::open(dir.path().join("state")).unwrap();
         assert_eq!(s.mirror_offset("a", 0, "redis_streams").unwrap(), 0);
-        s.commit_mirror_offset("a", 0, "redis_streams", 42).unwrap();
-        s.commit_mirror_offset("a", 1, "redis_streams", 7).unwrap();
-        s.commit_mirror_offset("a", 0, "other", 3).unwrap();
+        s.commit_mirror_offset("a", 0, "redis_streams", 42, &[(40, b"{}".to_vec())])
+            .unwrap();
+        s.commit_mirror_offset("a", 1, "redis_streams", 7, &[])
+            .unwrap();
+        s.commit_mirror_offset("a", 0, "other", 3, &[(40, b"{}".to_vec())])
+            .unwrap();
+        let r = s.mirror_refusals("a", 0, 40).unwrap();
+        assert_eq!(
+            r.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["other", "redis_streams"]
+        );
+        assert!(s.mirror_refusals("a", 0, 41).unwrap().is_empty());
         assert_eq!(s.mirror_offset("a", 0, "redis_streams").unwrap(), 42);
         assert_eq!(s.mirror_offset("a", 1, "redis_streams").unwrap(), 7);
         assert_eq!(s.mirror_offset("a", 0, "other").unwrap(), 3);
@@ -102,5 +149,6 @@ mod tests {
         s.delete_delivery_data("a").unwrap();
         assert_eq!(s.mirror_offset("a", 0, "redis_streams").unwrap(), 0);
         assert_eq!(s.mirror_offset("a", 1, "redis_streams").unwrap(), 0);
+        assert!(s.mirror_refusals("a", 0, 40).unwrap().is_empty());
     }
 }
