@@ -41,28 +41,7 @@ fn cache_and_database_targets_land_in_real_redis_and_postgresql() {
     let redis = servers::RedisServer::start();
     let pg = servers::PgServer::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let pg_client = rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match tokio_postgres::Config::new()
-                .host("127.0.0.1")
-                .port(pg.port)
-                .user("postgres")
-                .dbname("postgres")
-                .connect(tokio_postgres::NoTls)
-                .await
-            {
-                Ok((c, conn)) => {
-                    tokio::spawn(conn);
-                    break c;
-                }
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "postgres: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
+    let pg_client = rt.block_on(servers::pg_client(pg.port));
     rt.block_on(pg_client.batch_execute(
         "CREATE TABLE user_events (id integer PRIMARY KEY, name text NOT NULL, visits integer)",
     ))

@@ -132,12 +132,18 @@ impl TargetDelivery {
 
     /// Records an attempt (keeping the most recent [`MAX_ATTEMPTS_KEPT`]).
     pub fn push_attempt(&mut self, a: AttemptRecord) {
-        self.attempt_count = self.attempt_count.max(a.attempt);
-        self.attempts.push(a);
-        if self.attempts.len() > MAX_ATTEMPTS_KEPT {
-            let extra = self.attempts.len() - MAX_ATTEMPTS_KEPT;
-            self.attempts.drain(..extra);
-        }
+        push_bounded(&mut self.attempts, &mut self.attempt_count, a);
+    }
+}
+
+/// Appends `a` to `list` (keeping the most recent [`MAX_ATTEMPTS_KEPT`]) and raises `count`
+/// (attempts made in all) to its number.
+pub fn push_bounded(list: &mut Vec<AttemptRecord>, count: &mut u32, a: AttemptRecord) {
+    *count = (*count).max(a.attempt);
+    list.push(a);
+    if list.len() > MAX_ATTEMPTS_KEPT {
+        let extra = list.len() - MAX_ATTEMPTS_KEPT;
+        list.drain(..extra);
     }
 }
 

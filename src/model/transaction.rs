@@ -229,13 +229,7 @@ fn mutation(
     require_compensation: bool,
     errs: &mut Errors,
 ) -> Option<MutationSpec> {
-    let raw: RawMutation = match from_value(v, path) {
-        Ok(r) => r,
-        Err(e) => {
-            errs.extend([e]);
-            return None;
-        }
-    };
+    let raw: RawMutation = typed(v, path, errs)?;
     let partition = match &raw.partition {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Some(s.clone()),
         Some(Value::String(_)) => {
@@ -252,12 +246,12 @@ fn mutation(
         }
     };
     let target = resolve_target(raw.target.as_ref(), &join(path, "target"), ns, errs);
-    let operation = operation(raw.operation.as_ref(), path, target.as_ref(), errs);
-    let data = data(raw.data.as_ref(), &join(path, "data"), errs);
-    let key = conditions(raw.conditions.as_ref(), &join(path, "conditions"), errs);
-    if let (Some(op), Some(t), Some(d)) = (operation, &target, &data) {
-        check_data(op, t, d, key.as_deref(), path, errs);
-    }
+    let (operation, data, key) = body(
+        [&raw.operation, &raw.data, &raw.conditions],
+        target.as_ref(),
+        path,
+        errs,
+    );
     let compensation = raw
         .compensation
         .as_ref()
@@ -295,29 +289,55 @@ fn compensation(
     ns: &Namespace,
     errs: &mut Errors,
 ) -> Option<CompensationSpec> {
-    let raw: RawCompensation = match from_value(v, path) {
-        Ok(r) => r,
-        Err(e) => {
-            errs.extend([e]);
-            return None;
-        }
-    };
+    let raw: RawCompensation = typed(v, path, errs)?;
     let target = match &raw.target {
         Some(t) => resolve_target(Some(t), &join(path, "target"), ns, errs),
         None => default_target.cloned(),
     };
-    let operation = operation(raw.operation.as_ref(), path, target.as_ref(), errs);
-    let data = data(raw.data.as_ref(), &join(path, "data"), errs);
-    let key = conditions(raw.conditions.as_ref(), &join(path, "conditions"), errs);
-    if let (Some(op), Some(t), Some(d)) = (operation, &target, &data) {
-        check_data(op, t, d, key.as_deref(), path, errs);
-    }
+    let (operation, data, key) = body(
+        [&raw.operation, &raw.data, &raw.conditions],
+        target.as_ref(),
+        path,
+        errs,
+    );
     Some(CompensationSpec {
         operation: operation?,
         target: target?,
         data: data?,
         key,
     })
+}
+
+/// `T` from a JSON value (an unknown or mistyped field named by its path).
+fn typed<T: serde::de::DeserializeOwned>(v: &Value, path: &str, errs: &mut Errors) -> Option<T> {
+    match from_value(v, path) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            errs.extend([e]);
+            None
+        }
+    }
+}
+
+/// `operation`, `data` and `conditions` of a mutation or compensation, checked together
+/// against the target.
+fn body(
+    [op, data_v, cond]: [&Option<Value>; 3],
+    target: Option<&TargetConfig>,
+    path: &str,
+    errs: &mut Errors,
+) -> (
+    Option<Operation>,
+    Option<Map<String, Value>>,
+    Option<Vec<String>>,
+) {
+    let operation = operation(op.as_ref(), path, target, errs);
+    let data = data(data_v.as_ref(), &join(path, "data"), errs);
+    let key = conditions(cond.as_ref(), &join(path, "conditions"), errs);
+    if let (Some(op), Some(t), Some(d)) = (operation, target, &data) {
+        check_data(op, t, d, key.as_deref(), path, errs);
+    }
+    (operation, data, key)
 }
 
 /// A target: an identifier of the namespace's targets, or a target object.

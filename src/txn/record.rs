@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::delivery::record::{AttemptRecord, MAX_ATTEMPTS_KEPT};
+use crate::delivery::record::{push_bounded, AttemptRecord};
 use crate::model::namespace::RetryPolicy;
 use crate::model::transaction::{MutationSpec, Operation};
 
@@ -128,7 +128,7 @@ pub struct MutationState {
     /// an explicit compensation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inverse: Option<Inverse>,
-    /// Attempts (the most recent [`MAX_ATTEMPTS_KEPT`]).
+    /// Attempts (the most recent [`crate::delivery::record::MAX_ATTEMPTS_KEPT`]).
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
     /// Attempts made in all.
@@ -199,12 +199,7 @@ impl MutationState {
         } else {
             (&mut self.attempts, &mut self.attempt_count)
         };
-        *count = (*count).max(a.attempt);
-        list.push(a);
-        if list.len() > MAX_ATTEMPTS_KEPT {
-            let extra = list.len() - MAX_ATTEMPTS_KEPT;
-            list.drain(..extra);
-        }
+        push_bounded(list, count, a);
     }
 }
 
