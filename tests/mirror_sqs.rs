@@ -2,6 +2,8 @@
 //! started here on 127.0.0.1; `./scripts/test.sh` installs it and sets `WALD_MOTO_SERVER`):
 //!
 //! - messages written over HTTP arrive in a FIFO queue in order, with their ids;
+//! - with several `SendMessageBatch` calls in flight (`concurrency`), each FIFO group
+//!   (partition key) still arrives in order;
 //! - the server paused (SIGSTOP) mid-load and resumed: intake goes on, every acknowledged
 //!   message arrives, and the lag returns to 0 (moto keeps queues in memory, so it is paused
 //!   rather than restarted);
@@ -250,6 +252,62 @@ fn messages_arrive_in_a_fifo_queue_in_order_with_their_ids() {
             serde_json::from_str::<Value>(body).unwrap(),
             json!({"n": n})
         );
+    }
+    s.stop();
+}
+
+#[test]
+fn fifo_groups_keep_their_order_with_concurrent_calls() {
+    let moto = Moto::start();
+    let url = create_queue(&moto, "groups.fifo");
+    let (_d, dir) = common::tempdir();
+    let s = Server::start(common::config(&dir));
+    // The messages are written before the mirror exists, so it starts on a backlog and
+    // publishes full batches (3 calls of 3 records in flight, over 5 groups): each publish
+    // spans several lanes, and lanes of several chunks.
+    let mut spec = sqs_ns(
+        "groups",
+        &moto,
+        &json!({"queueUrl": url, "batchSize": 3, "concurrency": 3}),
+    );
+    spec["shardConfig"] = json!({"partitionCount": 1});
+    let mut plain = spec.clone();
+    let obj = plain.as_object_mut().unwrap();
+    obj.remove("backend");
+    obj.remove("backendConfig");
+    s.create_namespace(plain);
+    let mut acked = Vec::new();
+    for n in 0..60u64 {
+        let body = json!({"namespace": "groups", "partitionKey": format!("k{}", n % 5), "payload": {"n": n}})
+            .to_string();
+        let r = request(
+            s.addr,
+            "POST",
+            "/api/v1/wal/write",
+            &[("content-type", "application/json")],
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.json()["durable"], "true", "{}", r.text());
+        acked.push(r.json()["messageId"].as_str().unwrap().to_owned());
+    }
+    let r = s.admin("PUT", "/api/v1/namespaces/groups", Some(&spec));
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_caught_up(s.addr, "groups", 30);
+    let got = receive(&moto, &url, 30, covers(&acked));
+    assert_eq!(got.len(), acked.len(), "no duplicates expected");
+    // Per group (n % 5), the payloads arrive in write order.
+    let mut last: [Option<u64>; 5] = [None; 5];
+    for (_, body) in &got {
+        let n = serde_json::from_str::<Value>(body).unwrap()["n"]
+            .as_u64()
+            .unwrap();
+        let g = (n % 5) as usize;
+        assert!(
+            last[g].is_none_or(|l| l < n),
+            "group k{g}: {n} after {:?}",
+            last[g]
+        );
+        last[g] = Some(n);
     }
     s.stop();
 }

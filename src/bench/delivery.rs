@@ -17,7 +17,7 @@
 //!
 //! Progress on stderr; tables and one JSON line on stdout. No figure is asserted.
 
-mod harness;
+pub(crate) mod harness;
 mod tables;
 
 use std::io::Write as _;

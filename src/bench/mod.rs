@@ -9,11 +9,14 @@
 //!
 //! `wald bench http` ([`http`]) is the HTTP load generator against a running server.
 //! `wald bench delivery` ([`delivery`]) measures delivery end to end, in process.
+//! `wald bench mirror` ([`mirror`]) measures mirroring to Redis Streams, Kafka and SQS, in
+//! process, against servers it starts.
 
 pub mod delivery;
 pub mod disk;
 pub mod engine;
 pub mod http;
+pub mod mirror;
 pub mod partitions;
 pub mod read;
 pub mod report;

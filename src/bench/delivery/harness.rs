@@ -24,7 +24,7 @@ use crate::cli::CliError;
 use crate::config::Config;
 
 /// The admin key of the bench's servers.
-pub(super) const ADMIN_KEY: &str = "bench-delivery-admin";
+pub(crate) const ADMIN_KEY: &str = "bench-delivery-admin";
 
 /// Percentiles of a set of durations, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -76,7 +76,7 @@ pub struct Rss {
 }
 
 impl Rss {
-    pub(super) fn now() -> Self {
+    pub(crate) fn now() -> Self {
         let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let kb = |name: &str| {
             s.lines()
@@ -92,7 +92,7 @@ impl Rss {
     }
 }
 
-pub(super) fn epoch_us() -> i64 {
+pub(crate) fn epoch_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
@@ -111,20 +111,20 @@ struct Hit {
 }
 
 #[derive(Default)]
-pub(super) struct Inbox {
+pub(crate) struct Inbox {
     hits: Mutex<Vec<Hit>>,
     /// Requests so far.
-    pub(super) count: AtomicU64,
+    pub(crate) count: AtomicU64,
 }
 
 impl Inbox {
     /// Requests whose `t` passes `keep` (a cheap count under the lock: no dedup).
-    pub(super) fn count(&self, keep: impl Fn(i64) -> bool) -> u64 {
+    pub(crate) fn count(&self, keep: impl Fn(i64) -> bool) -> u64 {
         lock(&self.hits).iter().filter(|h| keep(h.t_us)).count() as u64
     }
 
     /// First arrival per id: (t, arrival), and the duplicate count.
-    pub(super) fn firsts(&self, keep: impl Fn(i64) -> bool) -> (Vec<(i64, i64)>, u64) {
+    pub(crate) fn firsts(&self, keep: impl Fn(i64) -> bool) -> (Vec<(i64, i64)>, u64) {
         let hits = lock(&self.hits);
         let mut first: HashMap<&str, (i64, i64)> = HashMap::with_capacity(hits.len());
         let mut dups = 0;
@@ -167,8 +167,8 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
 }
 
 /// A thread running a tokio runtime until told to stop.
-pub(super) struct Running {
-    pub(super) addr: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -215,7 +215,7 @@ impl Running {
         })
     }
 
-    pub(super) fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -231,7 +231,7 @@ impl Drop for Running {
     }
 }
 
-pub(super) fn start_receiver(inbox: &Arc<Inbox>) -> Result<Running, CliError> {
+pub(crate) fn start_receiver(inbox: &Arc<Inbox>) -> Result<Running, CliError> {
     let router = axum::Router::new()
         .fallback(axum::routing::any(receive))
         .with_state(Arc::clone(inbox));
@@ -244,13 +244,13 @@ pub(super) fn start_receiver(inbox: &Arc<Inbox>) -> Result<Running, CliError> {
 }
 
 /// The service, in process.
-pub(super) struct Server {
-    pub(super) app: Arc<App>,
-    pub(super) run: Running,
+pub(crate) struct Server {
+    pub(crate) app: Arc<App>,
+    pub(crate) run: Running,
 }
 
 impl Server {
-    pub(super) fn start(config: &Config) -> Result<Self, CliError> {
+    pub(crate) fn start(config: &Config) -> Result<Self, CliError> {
         let app = App::start(config.clone())?;
         let app2 = Arc::clone(&app);
         let run = Running::spawn("bench-server", 2, move |l, stop| async move {
@@ -266,7 +266,7 @@ impl Server {
     }
 
     /// Stops it and waits until the App (and its state store) is closed.
-    pub(super) fn stop(self) -> Result<(), CliError> {
+    pub(crate) fn stop(self) -> Result<(), CliError> {
         let Self { app, mut run } = self;
         run.shutdown();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -280,7 +280,7 @@ impl Server {
         Ok(())
     }
 
-    pub(super) fn gauges(&self, ns: &str, partitions: u32) -> (i64, i64) {
+    pub(crate) fn gauges(&self, ns: &str, partitions: u32) -> (i64, i64) {
         let m = &self.app.delivery.metrics;
         (0..partitions).fold((0, 0), |(lag, pend), p| {
             let l = [ns, &p.to_string()];
@@ -292,9 +292,9 @@ impl Server {
     }
 }
 
-pub(super) type Sender = SendRequest<Full<Bytes>>;
+pub(crate) type Sender = SendRequest<Full<Bytes>>;
 
-pub(super) async fn connect(addr: SocketAddr) -> Result<Sender, CliError> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<Sender, CliError> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -304,7 +304,7 @@ pub(super) async fn connect(addr: SocketAddr) -> Result<Sender, CliError> {
     Ok(s)
 }
 
-pub(super) async fn call(
+pub(crate) async fn call(
     s: &mut Sender,
     addr: SocketAddr,
     method: Method,
@@ -323,7 +323,7 @@ pub(super) async fn call(
     Ok((status, resp.into_body().collect().await?.to_bytes()))
 }
 
-pub(super) async fn once(
+pub(crate) async fn once(
     addr: SocketAddr,
     method: Method,
     path: &str,
@@ -332,7 +332,7 @@ pub(super) async fn once(
     call(&mut connect(addr).await?, addr, method, path, body).await
 }
 
-pub(super) fn client_rt() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn client_rt() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -340,7 +340,7 @@ pub(super) fn client_rt() -> Result<tokio::runtime::Runtime, CliError> {
         .build()?)
 }
 
-pub(super) fn create_namespace(
+pub(crate) fn create_namespace(
     rt: &tokio::runtime::Runtime,
     s: &Server,
     name: &str,
@@ -370,7 +370,7 @@ pub(super) fn create_namespace(
     Ok(())
 }
 
-pub(super) fn config(dir: &Path) -> Result<Config, CliError> {
+pub(crate) fn config(dir: &Path) -> Result<Config, CliError> {
     let mut c = Config::default();
     c.server.data_dir = dir.to_path_buf();
     c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -379,7 +379,7 @@ pub(super) fn config(dir: &Path) -> Result<Config, CliError> {
     Ok(c)
 }
 
-pub(super) fn dir_mb(p: &Path) -> f64 {
+pub(crate) fn dir_mb(p: &Path) -> f64 {
     fn walk(p: &Path) -> u64 {
         std::fs::read_dir(p).map_or(0, |rd| {
             rd.flatten()
