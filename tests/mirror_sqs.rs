@@ -191,15 +191,46 @@ fn sqs_ns(name: &str, moto: &Moto, extra: &Value) -> Value {
     json!({"name": name, "backend": "sqs", "backendConfig": cfg, "accessControl": limits()})
 }
 
-fn write(addr: std::net::SocketAddr, ns: &str, n: u64) -> common::Resp {
-    let body = json!({"namespace": ns, "payload": {"n": n}}).to_string();
+/// moto with a queue (its URL), and a server on a fresh data directory.
+struct Setup {
+    s: Server,
+    url: String,
+    _dir: tempfile::TempDir,
+    moto: Moto,
+}
+
+impl Setup {
+    /// The queue `queue`, the server's configuration changed by `tune`.
+    fn start(queue: &str, tune: impl FnOnce(&mut wald::config::Config)) -> Self {
+        let moto = Moto::start();
+        let url = create_queue(&moto, queue);
+        let (_dir, dir) = common::tempdir();
+        let mut cfg = common::config(&dir);
+        tune(&mut cfg);
+        let s = Server::start(cfg);
+        Self { s, url, _dir, moto }
+    }
+}
+
+/// POSTs `body` to `/api/v1/wal/write`.
+fn post_write(addr: std::net::SocketAddr, body: &Value) -> common::Resp {
     request(
         addr,
         "POST",
         "/api/v1/wal/write",
         &[("content-type", "application/json")],
-        Some(body.as_bytes()),
+        Some(body.to_string().as_bytes()),
     )
+}
+
+fn write(addr: std::net::SocketAddr, ns: &str, n: u64) -> common::Resp {
+    post_write(addr, &json!({"namespace": ns, "payload": {"n": n}}))
+}
+
+/// The `messageId` of a write answered `durable: "true"`.
+fn durable_id(r: &common::Resp) -> String {
+    assert_eq!(r.json()["durable"], "true", "{}", r.text());
+    r.json()["messageId"].as_str().unwrap().to_owned()
 }
 
 fn wait_caught_up(addr: std::net::SocketAddr, ns: &str, secs: u64) -> Value {
@@ -227,21 +258,15 @@ fn wait_caught_up(addr: std::net::SocketAddr, ns: &str, secs: u64) -> Value {
 
 #[test]
 fn messages_arrive_in_a_fifo_queue_in_order_with_their_ids() {
-    let moto = Moto::start();
-    let url = create_queue(&moto, "orders.fifo");
-    let (_d, dir) = common::tempdir();
-    let s = Server::start(common::config(&dir));
+    let Setup { moto, url, _dir, s } = Setup::start("orders.fifo", |_| {});
     s.create_namespace(sqs_ns(
         "orders",
         &moto,
         &json!({"queueName": "orders.fifo"}),
     ));
-    let mut acked = Vec::new();
-    for n in 0..45 {
-        let r = write(s.addr, "orders", n);
-        assert_eq!(r.json()["durable"], "true", "{}", r.text());
-        acked.push(r.json()["messageId"].as_str().unwrap().to_owned());
-    }
+    let acked: Vec<String> = (0..45)
+        .map(|n| durable_id(&write(s.addr, "orders", n)))
+        .collect();
     let st = wait_caught_up(s.addr, "orders", 30);
     assert_eq!(st["mirrors"][0]["backend"], "sqs");
     let got = receive(&moto, &url, 30, covers(&acked));
@@ -258,10 +283,7 @@ fn messages_arrive_in_a_fifo_queue_in_order_with_their_ids() {
 
 #[test]
 fn fifo_groups_keep_their_order_with_concurrent_calls() {
-    let moto = Moto::start();
-    let url = create_queue(&moto, "groups.fifo");
-    let (_d, dir) = common::tempdir();
-    let s = Server::start(common::config(&dir));
+    let Setup { moto, url, _dir, s } = Setup::start("groups.fifo", |_| {});
     // The messages are written before the mirror exists, so it starts on a backlog and
     // publishes full batches (3 calls of 3 records in flight, over 5 groups): each publish
     // spans several lanes, and lanes of several chunks.
@@ -276,20 +298,13 @@ fn fifo_groups_keep_their_order_with_concurrent_calls() {
     obj.remove("backend");
     obj.remove("backendConfig");
     s.create_namespace(plain);
-    let mut acked = Vec::new();
-    for n in 0..60u64 {
-        let body = json!({"namespace": "groups", "partitionKey": format!("k{}", n % 5), "payload": {"n": n}})
-            .to_string();
-        let r = request(
-            s.addr,
-            "POST",
-            "/api/v1/wal/write",
-            &[("content-type", "application/json")],
-            Some(body.as_bytes()),
-        );
-        assert_eq!(r.json()["durable"], "true", "{}", r.text());
-        acked.push(r.json()["messageId"].as_str().unwrap().to_owned());
-    }
+    let acked: Vec<String> = (0..60u64)
+        .map(|n| {
+            let key = format!("k{}", n % 5);
+            let body = json!({"namespace": "groups", "partitionKey": key, "payload": {"n": n}});
+            durable_id(&post_write(s.addr, &body))
+        })
+        .collect();
     let r = s.admin("PUT", "/api/v1/namespaces/groups", Some(&spec));
     assert_eq!(r.status, 200, "{}", r.text());
     wait_caught_up(s.addr, "groups", 30);
@@ -314,25 +329,21 @@ fn fifo_groups_keep_their_order_with_concurrent_calls() {
 
 #[test]
 fn server_paused_mid_load_then_every_acknowledged_message_arrives() {
-    let moto = Moto::start();
-    let url = create_queue(&moto, "load");
-    let (_d, dir) = common::tempdir();
-    let s = Server::start(common::config(&dir));
+    let Setup { moto, url, _dir, s } = Setup::start("load", |_| {});
     s.create_namespace(sqs_ns("load", &moto, &json!({"queueUrl": url})));
     let mut acked = Vec::new();
     let mut n = 0;
     let mut burst = |acked: &mut Vec<String>, count: u64| {
         for _ in 0..count {
             let t = Instant::now();
-            let r = write(s.addr, "load", n);
+            let id = durable_id(&write(s.addr, "load", n));
             n += 1;
-            assert_eq!(r.json()["durable"], "true", "{}", r.text());
             assert!(
                 t.elapsed() < Duration::from_secs(2),
                 "intake waited {:?}",
                 t.elapsed()
             );
-            acked.push(r.json()["messageId"].as_str().unwrap().to_owned());
+            acked.push(id);
         }
     };
     burst(&mut acked, 30);
@@ -361,12 +372,8 @@ fn server_paused_mid_load_then_every_acknowledged_message_arrives() {
 
 #[test]
 fn ack_mirror_answers_unknown_while_the_server_is_paused() {
-    let moto = Moto::start();
-    let url = create_queue(&moto, "acked");
-    let (_d, dir) = common::tempdir();
-    let mut cfg = common::config(&dir);
-    cfg.server.request_timeout_ms = 1500;
-    let s = Server::start(cfg);
+    let Setup { moto, url, _dir, s } =
+        Setup::start("acked", |cfg| cfg.server.request_timeout_ms = 1500);
     s.create_namespace(sqs_ns(
         "acked",
         &moto,
@@ -385,10 +392,7 @@ fn ack_mirror_answers_unknown_while_the_server_is_paused() {
 
 #[test]
 fn a_record_too_large_for_sqs_is_refused_and_skipped() {
-    let moto = Moto::start();
-    let url = create_queue(&moto, "big");
-    let (_d, dir) = common::tempdir();
-    let s = Server::start(common::config(&dir));
+    let Setup { moto, url, _dir, s } = Setup::start("big", |_| {});
     s.create_namespace(sqs_ns(
         "big",
         &moto,
@@ -398,13 +402,9 @@ fn a_record_too_large_for_sqs_is_refused_and_skipped() {
         .as_str()
         .unwrap()
         .to_owned();
-    let body = json!({"namespace": "big", "payload": {"blob": "x".repeat(3000)}}).to_string();
-    let r = request(
+    let r = post_write(
         s.addr,
-        "POST",
-        "/api/v1/wal/write",
-        &[("content-type", "application/json")],
-        Some(body.as_bytes()),
+        &json!({"namespace": "big", "payload": {"blob": "x".repeat(3000)}}),
     );
     let big = r.json()["messageId"].as_str().unwrap().to_owned();
     let small2 = write(s.addr, "big", 2).json()["messageId"]
@@ -464,10 +464,8 @@ fn sigkill_mid_mirroring_loses_nothing() {
     for _ in 0..3 {
         // moto is slow (a few hundred messages per second): a bounded load per cycle.
         for _ in 0..80 {
-            let r = write(addr, "crash", n);
+            acked.push(durable_id(&write(addr, "crash", n)));
             n += 1;
-            assert_eq!(r.json()["durable"], "true", "{}", r.text());
-            acked.push(r.json()["messageId"].as_str().unwrap().to_owned());
         }
         // SIGKILL, then a new process on the same data.
         drop(child);

@@ -20,11 +20,10 @@
 pub(crate) mod harness;
 mod tables;
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,13 +31,15 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use wald_storage::{now_ms, Durability};
 
-use super::{remove_settled, Machine, Workdir};
+use super::common::{begin, Output};
+use super::remove_settled;
+use super::writers::Writers;
 use crate::app::{App, IDEMPOTENCY_WINDOW_MS};
 use crate::cli::CliError;
 use crate::message::{RecordIds, StoredMessage};
 use harness::{
-    call, client_rt, config, connect, create_namespace, dir_mb, epoch_us, once, start_receiver,
-    Inbox, Sender, Server,
+    client_rt, config, create_namespace, dir_mb, epoch_us, once, start_receiver, webhook, Inbox,
+    Server,
 };
 pub use harness::{Millis, Rss};
 use tables::targets;
@@ -111,99 +112,41 @@ impl DeliveryOptions {
     }
 }
 
-/// Writers of part 1.
-struct Writers {
-    addr: SocketAddr,
-    next: AtomicU64,
-    sent: AtomicU64,
-    errors: AtomicU64,
-    limit: u64,
-    deadline: Instant,
-    pad: String,
-}
-
-async fn writer(w: Arc<Writers>) -> Vec<i64> {
-    let mut lat = Vec::new();
-    let mut conn: Option<Sender> = None;
-    while Instant::now() < w.deadline && w.next.fetch_add(1, Ordering::Relaxed) < w.limit {
-        let s = match conn.as_mut() {
-            Some(s) => s,
-            None => match connect(w.addr).await {
-                Ok(s) => conn.insert(s),
-                Err(e) => {
-                    w.errors.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("connect: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let t0 = Instant::now();
-        let body = format!(
-            r#"{{"namespace":"tp","payload":{{"t":{},"pad":"{}"}}}}"#,
-            epoch_us(),
-            w.pad
-        );
-        match call(s, w.addr, Method::POST, "/api/v1/wal/write", body).await {
-            Ok((202, _)) => {
-                lat.push(i64::try_from(t0.elapsed().as_micros()).unwrap_or(i64::MAX));
-                w.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            r => {
-                if w.errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                    eprintln!(
-                        "write failed: {:?}",
-                        r.map(|(s, b)| (s, String::from_utf8_lossy(&b).into_owned()))
-                    );
-                }
-                conn = None;
-            }
-        }
-    }
-    lat
-}
-
 fn throughput(opts: &DeliveryOptions, dir: &Path) -> Result<ThroughputReport, CliError> {
     let inbox = Arc::new(Inbox::default());
     let receiver = start_receiver(&inbox)?;
     let server = Server::start(&config(dir)?)?;
     let rt = client_rt()?;
     let hook = format!("http://{}/hook", receiver.addr);
-    create_namespace(&rt, &server, "tp", opts.partitions, &hook)?;
+    create_namespace(&rt, &server, "tp", opts.partitions, webhook(&hook))?;
     thread::sleep(Duration::from_secs(1)); // the supervisor starts the consumers (every 500 ms)
     eprintln!(
         "throughput: {} messages, {} writers, {} partitions, {} B payloads -> {hook}",
         opts.messages, opts.concurrency, opts.partitions, opts.payload_bytes
     );
     let cpu0 = super::stats::cpu_secs(&[])?;
-    let start = Instant::now();
-    let w = Arc::new(Writers {
-        addr: server.run.addr,
-        next: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        limit: opts.messages,
-        deadline: start + opts.duration,
-        pad: "x".repeat(opts.payload_bytes.saturating_sub(31)),
-    });
-    let tasks: Vec<_> = (0..opts.concurrency)
-        .map(|_| rt.spawn(writer(Arc::clone(&w))))
-        .collect();
-    let mut write_lat = Vec::new();
-    rt.block_on(async {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.tick().await;
-        while !tasks.iter().all(tokio::task::JoinHandle::is_finished) {
-            tokio::select! {
-                _ = tick.tick() => eprintln!("  {:>5.1} s  sent {:>8}  delivered {:>8}",
-                    start.elapsed().as_secs_f64(), w.sent.load(Ordering::Relaxed), inbox.count.load(Ordering::Relaxed)),
-                () = tokio::time::sleep(Duration::from_millis(20)) => {}
-            }
-        }
-        for t in tasks {
-            write_lat.extend(t.await.unwrap_or_default());
-        }
-    });
+    let w = Writers::new(
+        server.run.addr,
+        "tp",
+        opts.messages,
+        opts.duration,
+        None,
+        opts.payload_bytes,
+    );
+    let start = w.start;
+    let (write_lat, _) = w.run(
+        &rt,
+        opts.concurrency,
+        |_| Ok(()),
+        || {
+            eprintln!(
+                "  {:>5.1} s  sent {:>8}  delivered {:>8}",
+                start.elapsed().as_secs_f64(),
+                w.sent.load(Ordering::Relaxed),
+                inbox.count.load(Ordering::Relaxed)
+            );
+        },
+    );
     let write_secs = start.elapsed().as_secs_f64();
     let end_us = epoch_us();
     let sent = w.sent.load(Ordering::Relaxed);
@@ -400,7 +343,7 @@ fn delays(opts: &DeliveryOptions, dir: &Path) -> Result<DelayReport, CliError> {
         &server,
         "delays",
         opts.partitions,
-        &format!("http://{}/hook", receiver.addr),
+        webhook(&format!("http://{}/hook", receiver.addr)),
     )?;
     thread::sleep(Duration::from_secs(1)); // the supervisor starts the consumers
     let rss_baseline = Rss::now();
@@ -497,20 +440,8 @@ pub fn run_delivery(opts: &DeliveryOptions) -> Result<DeliveryReport, CliError> 
     {
         return Err("--concurrency, --partitions (1..=256) and --delays must be above 0".into());
     }
-    let json_file = match &opts.json {
-        Some(p) => {
-            Some(std::fs::File::create(p).map_err(|e| format!("creating {}: {e}", p.display()))?)
-        }
-        None => None,
-    };
-    let work = Workdir::create(opts.dir.as_deref())?;
-    let machine = Machine::probe();
-    eprintln!(
-        "wald bench delivery: working in {} ({} CPUs, load {})",
-        work.0.display(),
-        machine.nproc,
-        machine.loadavg
-    );
+    let output = Output::create(opts.json.as_deref())?;
+    let (work, machine) = begin("delivery", opts.dir.as_deref())?;
     let throughput = if opts.throughput {
         let r = throughput(opts, &work.0.join("throughput"))?;
         remove_settled(&work.0.join("throughput"))?;
@@ -531,12 +462,6 @@ pub fn run_delivery(opts: &DeliveryOptions) -> Result<DeliveryReport, CliError> 
         targets: Vec::new(),
     };
     report.targets = targets(&report);
-    print!("{}", render(&report));
-    if let (Some(mut f), Some(p)) = (json_file, &opts.json) {
-        f.write_all((serde_json::to_string_pretty(&report)? + "\n").as_bytes())
-            .map_err(|e| format!("writing {}: {e}", p.display()))?;
-        eprintln!("JSON written to {}", p.display());
-    }
-    println!("{}", serde_json::to_string(&report)?);
+    output.finish(&render(&report), &report)?;
     Ok(report)
 }

@@ -12,6 +12,7 @@
 //! `wald bench mirror` ([`mirror`]) measures mirroring to Redis Streams, Kafka and SQS, in
 //! process, against servers it starts.
 
+mod common;
 pub mod delivery;
 pub mod disk;
 pub mod engine;
@@ -21,6 +22,7 @@ pub mod partitions;
 pub mod read;
 pub mod report;
 pub mod stats;
+mod writers;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -289,13 +291,7 @@ fn run_set(dir: &Path, plan: &Plan, spinners: Option<&Spinners>) -> Result<SetRe
 /// stdout, and writes the JSON to `opts.json` when given.
 pub fn run_fsync(opts: &FsyncOptions) -> Result<FsyncReport, CliError> {
     let plan = Plan::new(opts.quick);
-    // Open the JSON file first: a bad path should fail now, not after the run.
-    let json_file = match &opts.json {
-        Some(path) => Some(
-            std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
+    let output = common::Output::create(opts.json.as_deref())?;
     let work = Workdir::create(opts.dir.as_deref())?;
     let machine = Machine::probe();
     eprintln!(
@@ -325,14 +321,6 @@ pub fn run_fsync(opts: &FsyncOptions) -> Result<FsyncReport, CliError> {
         sets,
         targets,
     };
-    print!("{}", report::render(&report));
-    let line = serde_json::to_string(&report)?;
-    if let (Some(mut f), Some(path)) = (json_file, &opts.json) {
-        let pretty = serde_json::to_string_pretty(&report)?;
-        f.write_all((pretty + "\n").as_bytes())
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        eprintln!("JSON written to {}", path.display());
-    }
-    println!("{line}");
+    output.finish(&report::render(&report), &report)?;
     Ok(report)
 }

@@ -22,6 +22,19 @@ pub struct Target {
     pub met: bool,
 }
 
+/// Appends `heading`, then one line per target as `line` words it.
+pub(crate) fn target_lines(
+    o: &mut String,
+    heading: &str,
+    targets: &[Target],
+    line: impl Fn(&Target) -> String,
+) {
+    let _ = writeln!(o, "{heading}");
+    for t in targets {
+        let _ = writeln!(o, "{}", line(t));
+    }
+}
+
 fn row(set: &SetReport, size: usize, c: usize) -> Option<&EngineRow> {
     set.engine
         .iter()
@@ -398,16 +411,14 @@ pub fn render(rep: &FsyncReport) -> String {
     if let [q, c] = &rep.sets[..] {
         side_by_side(&mut o, q, c);
     }
-    let _ = writeln!(o, "\n== targets (reported, not asserted) ==");
-    for t in &rep.targets {
-        let _ = writeln!(
-            o,
-            "{:<8} [{:<9}] {} — {}",
-            if t.met { "met" } else { "NOT MET" },
-            t.set,
-            t.target,
-            t.measured
-        );
-    }
+    target_lines(
+        &mut o,
+        "\n== targets (reported, not asserted) ==",
+        &rep.targets,
+        |t| {
+            let verdict = if t.met { "met" } else { "NOT MET" };
+            format!("{verdict:<8} [{:<9}] {} — {}", t.set, t.target, t.measured)
+        },
+    );
     o
 }

@@ -319,6 +319,14 @@ fn typed<T: serde::de::DeserializeOwned>(v: &Value, path: &str, errs: &mut Error
     }
 }
 
+/// A mutation's or compensation's checked `operation`, `data` and key columns (each absent
+/// when invalid).
+type Body = (
+    Option<Operation>,
+    Option<Map<String, Value>>,
+    Option<Vec<String>>,
+);
+
 /// `operation`, `data` and `conditions` of a mutation or compensation, checked together
 /// against the target.
 fn body(
@@ -326,11 +334,7 @@ fn body(
     target: Option<&TargetConfig>,
     path: &str,
     errs: &mut Errors,
-) -> (
-    Option<Operation>,
-    Option<Map<String, Value>>,
-    Option<Vec<String>>,
-) {
+) -> Body {
     let operation = operation(op.as_ref(), path, target, errs);
     let data = data(data_v.as_ref(), &join(path, "data"), errs);
     let key = conditions(cond.as_ref(), &join(path, "conditions"), errs);

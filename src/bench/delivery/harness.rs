@@ -17,7 +17,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{header, Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::cli::CliError;
@@ -340,20 +340,31 @@ pub(crate) fn client_rt() -> Result<tokio::runtime::Runtime, CliError> {
         .build()?)
 }
 
+/// The fields of a namespace with one `webhook` target to `hook`.
+pub(crate) fn webhook(hook: &str) -> Value {
+    json!({
+        "targetConfigs": [{ "type": "webhook", "identifier": "receiver", "config": { "url": hook } }],
+    })
+}
+
+/// Creates the namespace `name` (durability `sync`, `partitions` round-robin, no rate limit
+/// in the way) with the fields of `extra` besides (targets, a mirror).
 pub(crate) fn create_namespace(
     rt: &tokio::runtime::Runtime,
     s: &Server,
     name: &str,
     partitions: u32,
-    hook: &str,
+    extra: Value,
 ) -> Result<(), CliError> {
     let limits = json!({ "requestsPerMinute": 60_000_000, "requestsPerHour": 3_600_000_000u64, "burstLimit": 1_000_000 });
-    let spec = json!({
+    let mut spec = json!({
         "name": name, "durability": "sync",
         "shardConfig": { "partitionCount": partitions, "strategy": "round_robin" },
         "accessControl": { "rateLimits": limits },
-        "targetConfigs": [{ "type": "webhook", "identifier": "receiver", "config": { "url": hook } }],
     });
+    if let (Some(m), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        m.extend(extra);
+    }
     let (status, body) = rt.block_on(once(
         s.run.addr,
         Method::POST,

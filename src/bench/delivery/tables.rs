@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::harness::{Millis, Rss};
 use super::BATCH;
-use crate::bench::report::Target;
+use crate::bench::report::{target_lines, Target};
 use crate::bench::Machine;
 
 /// Part 1's figures.
@@ -248,15 +248,14 @@ pub fn render(r: &DeliveryReport) -> String {
         let _ = writeln!(o, "restart: stop {:.2} s; App::start {:.3} s; readiness 200 after {:.3} s; consumers resumed after {:.2} s; first due {:.1} s later", d.stop_secs, d.start_secs, d.ready_secs, d.resumed_secs, d.margin_secs);
         let _ = writeln!(o, "lateness (arrival − due) of the first {} due: min {:.2} p50 {:.2} p99 {:.2} p999 {:.2} max {:.2} ms; {} early, {} within 20 ms", d.sample, d.lateness.min_ms, d.lateness.p50_ms, d.lateness.p99_ms, d.lateness.p999_ms, d.lateness.max_ms, d.early, d.within_20ms);
     }
-    let _ = writeln!(o, "\n== targets (reported, not asserted) ==");
-    for t in &r.targets {
-        let _ = writeln!(
-            o,
-            "{:<8} {} — {}",
-            if t.met { "met" } else { "NOT MET" },
-            t.target,
-            t.measured
-        );
-    }
+    target_lines(
+        &mut o,
+        "\n== targets (reported, not asserted) ==",
+        &r.targets,
+        |t| {
+            let verdict = if t.met { "met" } else { "NOT MET" };
+            format!("{verdict:<8} {} — {}", t.target, t.measured)
+        },
+    );
     o
 }
