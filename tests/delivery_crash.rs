@@ -36,23 +36,8 @@ struct Proc {
 }
 
 fn spawn(dir: &std::path::Path) -> Proc {
-    let cfg = dir.join("wald.toml");
-    std::fs::write(
-        &cfg,
-        format!("[delivery]\nwindow = {WINDOW}\npark_after_ms = 1000\n"),
-    )
-    .unwrap();
-    let data = dir.join("data");
-    let (child, addr) = common::spawn_wald(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--admin-key".as_ref(),
-        ADMIN.as_ref(),
-        "--config".as_ref(),
-        cfg.as_os_str(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-    ]);
+    let config = format!("[delivery]\nwindow = {WINDOW}\npark_after_ms = 1000\n");
+    let (child, addr) = common::spawn_serve(dir, ADMIN, Some(&config));
     Proc { child, addr }
 }
 

@@ -30,15 +30,7 @@ struct Proc {
 }
 
 fn spawn(dir: &std::path::Path) -> Proc {
-    let data = dir.join("data");
-    let (child, addr) = common::spawn_wald(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--admin-key".as_ref(),
-        ADMIN.as_ref(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-    ]);
+    let (child, addr) = common::spawn_serve(dir, ADMIN, None);
     Proc { child, addr }
 }
 

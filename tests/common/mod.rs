@@ -275,6 +275,30 @@ impl Server {
     }
 }
 
+/// `wald serve` on 127.0.0.1:0 with the admin key `admin`, its data in `dir/data`, and, when
+/// given, `config` (TOML) written to `dir/wald.toml` and passed with `--config`.
+pub fn spawn_serve(
+    dir: &Path,
+    admin: &str,
+    config: Option<&str>,
+) -> (std::process::Child, SocketAddr) {
+    let data = dir.join("data");
+    let cfg = dir.join("wald.toml");
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--admin-key".as_ref(),
+        admin.as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ];
+    if let Some(text) = config {
+        std::fs::write(&cfg, text).expect("write wald.toml");
+        args.extend(["--config".as_ref(), cfg.as_os_str()]);
+    }
+    spawn_wald(&args)
+}
+
 /// Starts the real `wald serve` binary with `args` (after `serve`), stdout drained, and
 /// returns it with the address it listens on (it prints `wald listening on http://ADDR`).
 pub fn spawn_wald(args: &[&std::ffi::OsStr]) -> (std::process::Child, SocketAddr) {
