@@ -66,6 +66,7 @@ async fn persist_and_install(app: Arc<App>, ns: Namespace) -> Result<Namespace, 
     tokio::task::spawn_blocking(move || -> Result<Namespace, ApiError> {
         // Logs first, registry second: a namespace is only registered (and so reopened at
         // the next start) once its logs opened.
+        let previous = app.namespace(&ns.name).map(|rt| rt.spec.clone());
         app.install(ns.clone()).map_err(|e| {
             ApiError::new(
                 ErrorCode::StorageUnavailable,
@@ -73,7 +74,17 @@ async fn persist_and_install(app: Arc<App>, ns: Namespace) -> Result<Namespace, 
             )
         })?;
         if let Err(e) = app.state.put_namespace(&ns.name, &doc) {
-            tracing::error!(namespace = %ns.name, error = %e, "registering the namespace failed");
+            // Not registered: serve what the registry says (the previous version, or nothing),
+            // so that what is served is what the next start reopens.
+            tracing::error!(namespace = %ns.name, error = %e, "registering the namespace failed; its change is undone");
+            match previous {
+                Some(spec) => {
+                    let _ = app.install(spec);
+                }
+                None => {
+                    let _ = app.uninstall(&ns.name);
+                }
+            }
             return Err(ApiError::internal(e));
         }
         Ok(ns)
@@ -248,6 +259,9 @@ pub async fn remove(
             .map_err(ApiError::internal)?;
         app.state
             .delete_delivery_data(&name)
+            .map_err(ApiError::internal)?;
+        app.state
+            .delete_txns_of(&name)
             .map_err(ApiError::internal)?;
         app.engine
             .remove_namespace(&name)

@@ -163,8 +163,8 @@ impl Executor {
         } else {
             TxnStatus::Cancelled
         };
+        // Not stored: the namespace's deletion deletes its transaction records.
         self.set_status(to, Some(reason));
-        self.save(false);
     }
 
     /// Waits until `at_ms` (or a stop); false when stopped.
