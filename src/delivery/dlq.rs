@@ -378,11 +378,7 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
     };
     let mut record = entry.delivery.clone();
     if record.targets.len() != plan.targets.len() {
-        record.targets = plan
-            .targets
-            .iter()
-            .map(|t| super::record::TargetDelivery::new(&t.identifier, t.region.as_deref()))
-            .collect();
+        record.targets = super::record::TargetDelivery::for_targets(&plan.targets);
     }
     for t in &mut record.targets {
         if t.status != TargetStatus::Delivered {

@@ -130,6 +130,15 @@ impl TargetDelivery {
         }
     }
 
+    /// One not-attempted entry per target, in order.
+    #[must_use]
+    pub fn for_targets(targets: &[crate::model::target::TargetConfig]) -> Vec<Self> {
+        targets
+            .iter()
+            .map(|t| Self::new(&t.identifier, t.region.as_deref()))
+            .collect()
+    }
+
     /// Records an attempt (keeping the most recent [`MAX_ATTEMPTS_KEPT`]).
     pub fn push_attempt(&mut self, a: AttemptRecord) {
         push_bounded(&mut self.attempts, &mut self.attempt_count, a);

@@ -297,10 +297,7 @@ async fn replay_record(
         .into_iter()
         .filter(|t| only.is_none_or(|id| t.identifier == id))
         .collect();
-    let mut states: Vec<TargetDelivery> = targets
-        .iter()
-        .map(|t| TargetDelivery::new(&t.identifier, t.region.as_deref()))
-        .collect();
+    let mut states = TargetDelivery::for_targets(&targets);
     let out = Outgoing {
         message_id: Arc::from(msg.message_id.as_str()),
         namespace: Arc::from(msg.namespace.as_str()),

@@ -126,20 +126,12 @@ impl Consumer {
         let mut record = prior.unwrap_or_else(|| DeliveryRecord {
             status: MessageStatus::Pending,
             due_at_ms: rec.due_ms,
-            targets: plan
-                .targets
-                .iter()
-                .map(|t| TargetDelivery::new(&t.identifier, t.region.as_deref()))
-                .collect(),
+            targets: TargetDelivery::for_targets(&plan.targets),
             updated_at_ms: now,
         });
         if record.targets.len() != plan.targets.len() {
             // The namespace's targets changed since the record was written: start over.
-            record.targets = plan
-                .targets
-                .iter()
-                .map(|t| TargetDelivery::new(&t.identifier, t.region.as_deref()))
-                .collect();
+            record.targets = TargetDelivery::for_targets(&plan.targets);
         }
         if plan.targets.is_empty() {
             record.status = MessageStatus::NoTargets;
