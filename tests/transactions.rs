@@ -290,8 +290,16 @@ fn malformed_transactions_are_refused_naming_the_field() {
     let id = r.json()["transactionId"].as_str().unwrap().to_owned();
     wait_txn(&s, &id, "completed");
     // Deleted with its namespace.
-    assert_eq!(s.admin("DELETE", "/api/v1/namespaces/shop", None).status, 204);
-    let r = s.req("GET", &format!("/api/v1/wal/transaction/{id}/status"), &[], None);
+    assert_eq!(
+        s.admin("DELETE", "/api/v1/namespaces/shop", None).status,
+        204
+    );
+    let r = s.req(
+        "GET",
+        &format!("/api/v1/wal/transaction/{id}/status"),
+        &[],
+        None,
+    );
     r.assert_error(404, "TRANSACTION_NOT_FOUND");
     s.stop();
 }

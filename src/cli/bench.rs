@@ -74,6 +74,13 @@ pub struct MirrorArgs {
     /// Bytes of each written payload JSON.
     #[arg(long, value_name = "B", default_value_t = 256)]
     pub payload_bytes: usize,
+    /// The namespace's durability: `sync` (fsync, then the mirror follows) or `kafka` (Kafka
+    /// as primary: each write answers after Kafka's confirmation; kafka backend only).
+    #[arg(long, value_name = "MODE", default_value = "sync", value_parser = ["sync", "kafka"])]
+    pub durability: String,
+    /// The Kafka mirror's `lingerMs` (librdkafka's `linger.ms`) [default: the mirror's, 5].
+    #[arg(long, value_name = "MS")]
+    pub kafka_linger_ms: Option<u64>,
     /// The SQS mirror's `concurrency` (SendMessageBatch calls in flight per partition).
     #[arg(long, value_name = "N", default_value_t = crate::mirror::config::DEFAULT_SQS_CONCURRENCY)]
     pub sqs_concurrency: usize,
@@ -271,6 +278,8 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 partitions: a.partitions,
                 payload_bytes: a.payload_bytes,
                 sqs_concurrency: a.sqs_concurrency,
+                durability: a.durability,
+                kafka_linger_ms: a.kafka_linger_ms,
                 sqs_drain: a.sqs_drain,
                 moto: a.moto,
                 fauxqs: a.fauxqs,

@@ -9,7 +9,7 @@
 //! | backend | keys |
 //! |---|---|
 //! | `redis_streams` | `url` (required, `redis://host:port[/db]`), `maxLen` (approximate `MAXLEN ~`, default 1000000, 0 = no trimming), `batchSize` (1–10000, default 100), `timeoutMs` (100–600000, default 5000), `maxRecordBytes` (default 536870912, Redis's `proto-max-bulk-len`) |
-//! | `kafka` | `bootstrapServers` (required, `host:port,...`), `topic` (default the namespace's `topicName`), `batchSize` (default 100), `timeoutMs` (default 5000: librdkafka's `message.timeout.ms`), `maxRecordBytes` (default 1000000, at least 1000: librdkafka's `message.max.bytes`) |
+//! | `kafka` | `bootstrapServers` (required, `host:port,...`), `topic` (default the namespace's `topicName`), `batchSize` (default 100), `timeoutMs` (default 5000: librdkafka's `message.timeout.ms`), `maxRecordBytes` (default 1000000, at least 1000: librdkafka's `message.max.bytes`), `lingerMs` (0–1000, librdkafka's `linger.ms`; default 1 with `durability: "kafka"`, else 5) |
 //! | `sqs` | `queueUrl`, or `queueName` (default the namespace's `topicName`; resolved with `GetQueueUrl`), `endpointUrl` (for SQS-compatible servers), `region` (default `us-east-1`), `accessKeyId` + `secretAccessKey` (default the `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` environment), `batchSize` (1–10, default 10), `concurrency` (`SendMessageBatch` calls in flight, 1–64, default 8), `timeoutMs` (per call, default 5000), `maxRecordBytes` (default 262144, SQS's limit) |
 
 use serde::Deserialize;
@@ -84,6 +84,11 @@ pub struct KafkaSettings {
     /// librdkafka's `message.max.bytes`: larger records are refused for good.
     #[serde(default = "default_kafka_max_record_bytes")]
     pub max_record_bytes: u64,
+    /// librdkafka's `linger.ms`: how long the producer waits to fill a batch (latency against
+    /// throughput), 0 to 1000. Default: 1 for a namespace with `durability: "kafka"` (every
+    /// write waits for it), else 5 (librdkafka's).
+    #[serde(default)]
+    pub linger_ms: Option<u64>,
 }
 
 fn default_kafka_max_record_bytes() -> u64 {
@@ -309,6 +314,8 @@ fn spec(
             };
             check_kafka(&k, cfg_field, errs);
             k.topic.get_or_insert_with(|| ns.topic_name().to_owned());
+            let primary = ns.durability == crate::model::namespace::DurabilityMode::Kafka;
+            k.linger_ms.get_or_insert(if primary { 1 } else { 5 });
             Settings::Kafka(k)
         }
         BackendType::Sqs => {
@@ -402,6 +409,12 @@ fn check_kafka(k: &KafkaSettings, cfg_field: &str, errs: &mut Errors) {
         errs.push(
             format!("{cfg_field}.timeoutMs"),
             format!("must be between 100 and 600000, got {}", k.timeout_ms),
+        );
+    }
+    if let Some(ms @ 1001..) = k.linger_ms {
+        errs.push(
+            format!("{cfg_field}.lingerMs"),
+            format!("must be between 0 and 1000, got {ms}"),
         );
     }
     if !(1000..=1_000_000_000).contains(&k.max_record_bytes) {

@@ -71,6 +71,7 @@ impl KafkaMirror {
             .set("acks", "all")
             .set("message.timeout.ms", settings.timeout_ms.to_string())
             .set("message.max.bytes", settings.max_record_bytes.to_string())
+            .set("linger.ms", settings.linger_ms.unwrap_or(5).to_string())
             .set(
                 "batch.size",
                 settings.max_record_bytes.min(1_000_000).to_string(),

@@ -136,6 +136,10 @@ pub struct MirrorOptions {
     pub payload_bytes: usize,
     /// The SQS mirror's `concurrency` (calls in flight per partition).
     pub sqs_concurrency: usize,
+    /// The namespace's durability (`sync`, or `kafka` for Kafka as primary).
+    pub durability: String,
+    /// The Kafka mirror's `lingerMs` (None: its default).
+    pub kafka_linger_ms: Option<u64>,
     /// Tasks receiving and deleting from the SQS queue during the run (0: none).
     pub sqs_drain: usize,
     /// The `moto_server` executable.
@@ -164,6 +168,8 @@ impl MirrorOptions {
             partitions: 4,
             payload_bytes: 256,
             sqs_concurrency: crate::mirror::config::DEFAULT_SQS_CONCURRENCY,
+            durability: "sync".to_owned(),
+            kafka_linger_ms: None,
             sqs_drain: 2,
             moto: None,
             fauxqs: None,

@@ -158,17 +158,34 @@ pub(super) fn run_backend(
     let mut cfg = running.config.clone();
     let drainers = Drainers::start(&rt, backend, opts, &mut cfg)?;
     let server = Server::start(&config(&dir.join("wald"))?)?;
-    let mirror = json!({ "backend": backend.mirror(), "backendConfig": cfg });
+    if let (Backend::Kafka, Some(ms), Some(m)) =
+        (backend, opts.kafka_linger_ms, cfg.as_object_mut())
+    {
+        m.insert("lingerMs".into(), json!(ms));
+    }
+    let mut mirror = json!({ "backend": backend.mirror(), "backendConfig": cfg });
+    if opts.durability != "sync" {
+        if backend != Backend::Kafka {
+            return Err(format!(
+                "--durability {} needs the kafka backend, not {}",
+                opts.durability,
+                backend.name()
+            )
+            .into());
+        }
+        mirror["durability"] = json!(opts.durability);
+    }
     create_namespace(&rt, &server, NS, opts.partitions, mirror)?;
     thread::sleep(Duration::from_secs(1)); // the supervisor starts the consumers
     let shown_cfg = shown(&cfg);
     eprintln!(
-        "{}: {messages} messages, {} writers{}, {} partitions, {} B payloads; {}; backendConfig {shown_cfg}",
+        "{}: {messages} messages, {} writers{}, {} partitions, {} B payloads, durability {}; {}; backendConfig {shown_cfg}",
         backend.name(),
         opts.concurrency,
         paced(rate),
         opts.partitions,
         opts.payload_bytes,
+        opts.durability,
         running.server,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
