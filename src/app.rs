@@ -61,6 +61,9 @@ pub struct NamespaceRuntime {
     pub spec: Namespace,
     /// One log per partition.
     pub logs: Vec<Arc<Log>>,
+    /// Its mirrors, read from `spec` once at install (the write path consults them on every
+    /// write with `ack = "mirror"` or Kafka durability).
+    pub mirrors: Vec<crate::mirror::config::MirrorSpec>,
     /// Round-robin cursor.
     pub rr: AtomicU64,
     /// Writes accepted (for status and metrics).
@@ -280,9 +283,11 @@ impl App {
                     rewound = ?done.rewound, secs = started.elapsed().as_secs_f64(), "state store caught up with the log");
             }
         }
+        let mirrors = crate::mirror::config::specs(&spec).unwrap_or_default();
         let rt = Arc::new(NamespaceRuntime {
             spec,
             logs,
+            mirrors,
             rr: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             errors: AtomicU64::new(0),

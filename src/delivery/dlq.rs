@@ -295,6 +295,21 @@ pub fn get(app: &App, ns: &str, id: &str) -> Result<DlqItem, DlqError> {
     })
 }
 
+/// An entry leaves the queue (`status`: discarded or replayed): stored, and no longer counted.
+fn leave(
+    app: &App,
+    ns: &str,
+    id: &str,
+    ix: &mut DlqIndex,
+    status: DlqStatus,
+) -> Result<(), DlqError> {
+    ix.status = status;
+    ix.updated_at_ms = now_ms();
+    put_index(app, ns, id, ix)?;
+    app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
+    Ok(())
+}
+
 /// Discards a pending entry (recorded, synced).
 ///
 /// # Errors
@@ -307,10 +322,7 @@ pub fn discard(app: &App, ns: &str, id: &str) -> Result<DlqIndex, DlqError> {
             status: ix.status,
         });
     }
-    ix.status = DlqStatus::Discarded;
-    ix.updated_at_ms = now_ms();
-    put_index(app, ns, id, &ix)?;
-    app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
+    leave(app, ns, id, &mut ix, DlqStatus::Discarded)?;
     tracing::info!(
         namespace = ns,
         message_id = id,
@@ -414,10 +426,7 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
     record.updated_at_ms = now_ms();
     if delivered {
         let mut ix = index(app, ns, id)?.ok_or_else(|| DlqError::NotFound(id.to_owned()))?;
-        ix.status = DlqStatus::Replayed;
-        ix.updated_at_ms = now_ms();
-        put_index(app, ns, id, &ix)?;
-        app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
+        leave(app, ns, id, &mut ix, DlqStatus::Replayed)?;
         tracing::info!(
             namespace = ns,
             message_id = id,

@@ -69,7 +69,8 @@ pub struct MessageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub due_at: Option<String>,
     /// Delivery status: `pending`, `scheduled` (delayed), `delivering`, `delivered`,
-    /// `dead_lettered`, `failed`, `expired` or `no_targets`.
+    /// `dead_lettered`, `failed`, `expired`, `no_targets`, or `transaction` (a transaction's
+    /// record: see the transaction status API).
     pub status: crate::delivery::record::MessageStatus,
     /// Every delivery attempt so far, of every target (each names its `target` and `region`).
     #[schema(value_type = Vec<Object>)]

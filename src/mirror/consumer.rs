@@ -121,7 +121,7 @@ impl MirrorConsumer {
     fn configured(&self) -> bool {
         self.app
             .namespace(&self.ns)
-            .is_some_and(|ns| super::config::specs(&ns.spec).is_ok_and(|s| s.contains(&self.spec)))
+            .is_some_and(|ns| ns.mirrors.contains(&self.spec))
     }
 
     /// Runs until `shutdown` turns true, the namespace goes away or the mirror is removed

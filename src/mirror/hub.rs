@@ -157,12 +157,10 @@ impl Hub {
         durable: DurableStatus,
         deadline: Instant,
     ) -> DurableStatus {
-        if ns.spec.backend == BackendType::Native && ns.spec.mirrors.is_empty() {
+        let specs = &ns.mirrors;
+        if specs.is_empty() {
             return durable;
         }
-        let Ok(specs) = config::specs(&ns.spec) else {
-            return durable;
-        };
         // With Kafka as the primary durability, its mirrors confirm every write.
         let kafka_primary = ns.spec.durability == DurabilityMode::Kafka;
         let mut kafka_confirmed = false;
@@ -199,9 +197,7 @@ impl Hub {
     /// The status of a namespace's mirrors (`partitions` of them each).
     #[must_use]
     pub fn status(&self, ns: &NamespaceRuntime) -> Vec<MirrorStatus> {
-        let Ok(specs) = config::specs(&ns.spec) else {
-            return Vec::new();
-        };
+        let specs = &ns.mirrors;
         let partitions = u32::try_from(ns.logs.len()).unwrap_or(u32::MAX);
         specs
             .iter()

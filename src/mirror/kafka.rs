@@ -11,7 +11,8 @@
 //!   `due` (due time, ms; 0 = at once) and `wald` (the rest of the stored message as JSON:
 //!   targets, lifecycle, metadata, ids, acceptance time — with the value, everything needed
 //!   to rebuild the local record; see `kafka_recover`).
-//! - **Producer**: `enable.idempotence=true`, `acks=all`, `message.timeout.ms` = `timeoutMs`,
+//! - **Producer**: `enable.idempotence=true`, `acks=all`, `linger.ms` = `lingerMs` (1 for a
+//!   Kafka-primary namespace, else 5), `message.timeout.ms` = `timeoutMs`,
 //!   `message.max.bytes` = `maxRecordBytes`. A batch is produced at once and confirmed in
 //!   order; the idempotent producer keeps the order within a partition across its retries.
 //!   A record over `message.max.bytes` is refused for good; every other error (timeouts, a

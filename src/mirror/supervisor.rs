@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::config::specs;
 use super::consumer::MirrorConsumer;
 use crate::app::App;
 
@@ -39,10 +38,7 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
             for ns in owned {
                 let name = ns.spec.name.clone();
                 present.insert(name.clone());
-                let Ok(mirrors) = specs(&ns.spec) else {
-                    continue;
-                };
-                for spec in mirrors {
+                for spec in &ns.mirrors {
                     for (p, log) in ns.logs.iter().enumerate() {
                         let p = u32::try_from(p).unwrap_or(u32::MAX);
                         let key = (name.clone(), p, spec.name.clone());

@@ -361,6 +361,23 @@ pub(crate) async fn with_timeout<T>(
     }
 }
 
+/// [`with_timeout`] over a shared connection: a connection failure or a timeout means the
+/// connection is broken or stuck, so `reset` forgets it and the next call opens a new one.
+pub(crate) async fn guarded<T, R: Future<Output = ()>>(
+    timeout: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, TargetError>>,
+    reset: impl FnOnce() -> R,
+) -> Result<T, TargetError> {
+    let result = with_timeout(timeout, what, fut).await;
+    if let Err(e) = &result {
+        if matches!(e.class, ErrorClass::Connection | ErrorClass::Timeout) {
+            reset().await;
+        }
+    }
+    result
+}
+
 /// The current time in whole seconds since the epoch.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()

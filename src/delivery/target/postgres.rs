@@ -33,7 +33,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    extra_str, extra_timeout, with_timeout, DeliverFuture, Delivery, ErrorClass, Snapshot,
+    extra_str, extra_timeout, guarded, DeliverFuture, Delivery, ErrorClass, Snapshot,
     SnapshotFuture, Target, TargetContext, TargetError,
 };
 use crate::model::target::{check_sql_table, DatabaseTargetConfig};
@@ -403,13 +403,10 @@ impl Target for PostgresTarget {
     fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> DeliverFuture<'a> {
         Box::pin(async move {
             let st = plan(delivery.payload, &self.table, &self.key)?;
-            let result = with_timeout(self.timeout, "postgresql", self.run(&st)).await;
-            if let Err(e) = &result {
-                if matches!(e.class, ErrorClass::Connection | ErrorClass::Timeout) {
-                    self.conn.reset().await;
-                }
-            }
-            result
+            guarded(self.timeout, "postgresql", self.run(&st), || {
+                self.conn.reset()
+            })
+            .await
         })
     }
 
@@ -428,23 +425,19 @@ impl Target for PostgresTarget {
             let keys: Vec<&str> = p.key.iter().map(String::as_str).collect();
             let sql = select_sql(&self.table, &keys);
             let row = Value::Object(p.data).to_string();
-            let result = with_timeout(self.timeout, "postgresql", async {
-                let client = self.conn.get().await?;
-                client
-                    .query(sql.as_str(), &[&row])
-                    .await
-                    .map_err(|e| classify(&e))
-            })
-            .await;
-            let rows = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    if matches!(e.class, ErrorClass::Connection | ErrorClass::Timeout) {
-                        self.conn.reset().await;
-                    }
-                    return Err(e);
-                }
-            };
+            let rows = guarded(
+                self.timeout,
+                "postgresql",
+                async {
+                    let client = self.conn.get().await?;
+                    client
+                        .query(sql.as_str(), &[&row])
+                        .await
+                        .map_err(|e| classify(&e))
+                },
+                || self.conn.reset(),
+            )
+            .await?;
             match rows.as_slice() {
                 [] => Ok(Snapshot::Absent),
                 [one] => {

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use super::cache_op::{self, CacheOp};
 use super::{
-    extra_str, extra_timeout, with_timeout, DeliverFuture, Delivery, ErrorClass, Snapshot,
+    extra_str, extra_timeout, guarded, DeliverFuture, Delivery, ErrorClass, Snapshot,
     SnapshotFuture, Target, TargetContext, TargetError,
 };
 use crate::model::target::CacheTargetConfig;
@@ -216,14 +216,7 @@ impl Target for RedisTarget {
     fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> DeliverFuture<'a> {
         Box::pin(async move {
             let op = cache_op::parse(delivery.payload, &self.prefix, self.default_ttl)?;
-            let result = with_timeout(self.timeout, "redis", self.run(&op)).await;
-            if let Err(e) = &result {
-                if matches!(e.class, ErrorClass::Connection | ErrorClass::Timeout) {
-                    // A broken or stuck connection: the next attempt opens a new one.
-                    self.conn.reset().await;
-                }
-            }
-            result
+            guarded(self.timeout, "redis", self.run(&op), || self.conn.reset()).await
         })
     }
 
@@ -234,13 +227,7 @@ impl Target for RedisTarget {
                 Ok(k) => k.to_owned(),
                 Err(s) => return Ok(s),
             };
-            let result = with_timeout(self.timeout, "redis", self.read(&key)).await;
-            if let Err(e) = &result {
-                if matches!(e.class, ErrorClass::Connection | ErrorClass::Timeout) {
-                    self.conn.reset().await;
-                }
-            }
-            result
+            guarded(self.timeout, "redis", self.read(&key), || self.conn.reset()).await
         })
     }
 }
