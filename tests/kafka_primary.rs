@@ -33,17 +33,7 @@ fn write(s: &Server, n: u64) -> (String, Value) {
 }
 
 fn wait_mirrored(s: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = s
-            .req("GET", "/api/v1/wal/namespace/orders/status", &[], None)
-            .json();
-        if st["mirrors"][0]["lagRecords"] == 0 && st["mirrors"][0]["healthy"] == true {
-            return;
-        }
-        assert!(Instant::now() < deadline, "mirror never caught up: {st:#}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_caught_up(s.addr, "orders", 60);
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

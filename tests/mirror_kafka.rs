@@ -91,59 +91,12 @@ fn consume(
     got
 }
 
-fn limits() -> Value {
-    json!({"allowedApiKeys": [], "rateLimits": {"requestsPerMinute": 10_000_000, "requestsPerHour": 100_000_000, "burstLimit": 1_000_000}})
-}
-
 fn kafka_ns(name: &str, bootstrap: &str, extra: &Value) -> Value {
     let mut cfg = json!({"bootstrapServers": bootstrap, "batchSize": 16, "timeoutMs": 1000});
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
-    json!({"name": name, "backend": "kafka", "backendConfig": cfg, "accessControl": limits()})
-}
-
-fn write(addr: std::net::SocketAddr, ns: &str, n: u64, key: Option<&str>) -> common::Resp {
-    let mut body = json!({"namespace": ns, "payload": {"n": n}});
-    if let Some(k) = key {
-        body["partitionKey"] = json!(k);
-    }
-    let body = body.to_string();
-    request(
-        addr,
-        "POST",
-        "/api/v1/wal/write",
-        &[("content-type", "application/json")],
-        Some(body.as_bytes()),
-    )
-}
-
-fn status(addr: std::net::SocketAddr, ns: &str) -> Value {
-    let r = request(
-        addr,
-        "GET",
-        &format!("/api/v1/wal/namespace/{ns}/status"),
-        &[],
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-fn wait_caught_up(addr: std::net::SocketAddr, ns: &str, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let s = status(addr, ns);
-        let m = &s["mirrors"][0];
-        if m["lagRecords"] == 0 && m["healthy"] == true {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mirror did not catch up in {secs} s: {s:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    json!({"name": name, "backend": "kafka", "backendConfig": cfg, "accessControl": common::no_rate_limits()})
 }
 
 fn ids_cover(acked: &[String]) -> impl Fn(&[Got]) -> bool + '_ {
@@ -175,7 +128,7 @@ fn messages_arrive_in_order_per_partition_with_their_ids() {
     let mut acked: Vec<(String, u64)> = Vec::new();
     for n in 0..80 {
         let key = format!("k{}", n % 5);
-        let r = write(s.addr, "orders", n, Some(&key));
+        let r = common::write_n(s.addr, "orders", n, Some(&key));
         assert_eq!(r.status, 202, "{}", r.text());
         let j = r.json();
         assert_eq!(j["durable"], "true");
@@ -184,7 +137,7 @@ fn messages_arrive_in_order_per_partition_with_their_ids() {
             j["partition"].as_u64().unwrap(),
         ));
     }
-    let st = wait_caught_up(s.addr, "orders", 30);
+    let st = common::wait_caught_up(s.addr, "orders", 30);
     assert_eq!(st["mirrors"][0]["backend"], "kafka");
     let ids: Vec<String> = acked.iter().map(|a| a.0.clone()).collect();
     let got = consume(&bootstrap, "orders", 2, 30, ids_cover(&ids));
@@ -231,7 +184,7 @@ fn broker_down_mid_load_then_every_acknowledged_message_arrives() {
     let mut burst = |s: &Server, acked: &mut Vec<String>, count: u64| {
         for _ in 0..count {
             let t = Instant::now();
-            let r = write(s.addr, "load", n, None);
+            let r = common::write_n(s.addr, "load", n, None);
             n += 1;
             assert_eq!(r.status, 202, "{}", r.text());
             assert_eq!(r.json()["durable"], "true");
@@ -247,7 +200,7 @@ fn broker_down_mid_load_then_every_acknowledged_message_arrives() {
     cluster.broker_down(1).unwrap();
     burst(&s, &mut acked, 40);
     std::thread::sleep(Duration::from_millis(2500));
-    let st = status(s.addr, "load");
+    let st = common::namespace_status(s.addr, "load");
     assert_eq!(st["mirrors"][0]["healthy"], false, "{st:#}");
     assert!(
         st["mirrors"][0]["lagRecords"].as_u64().unwrap() > 0,
@@ -258,7 +211,7 @@ fn broker_down_mid_load_then_every_acknowledged_message_arrives() {
     burst(&s, &mut acked, 20);
     cluster.broker_up(1).unwrap();
     burst(&s, &mut acked, 20);
-    wait_caught_up(s.addr, "load", 60);
+    common::wait_caught_up(s.addr, "load", 60);
     let got = consume(&bootstrap, "load", 1, 30, ids_cover(&acked));
     assert_eq!(first_arrivals(&got, 0), acked, "order of first arrival");
     s.stop();
@@ -278,15 +231,15 @@ fn ack_mirror_answers_unknown_while_the_broker_is_down() {
         &bootstrap,
         &json!({"ack": "mirror", "timeoutMs": 500}),
     ));
-    let r = write(s.addr, "acked", 1, None);
+    let r = common::write_n(s.addr, "acked", 1, None);
     assert_eq!(r.json()["durable"], "true", "{}", r.text());
     cluster.broker_down(1).unwrap();
-    let r = write(s.addr, "acked", 2, None);
+    let r = common::write_n(s.addr, "acked", 2, None);
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["durable"], "unknown", "{}", r.text());
     cluster.broker_up(1).unwrap();
-    wait_caught_up(s.addr, "acked", 60);
-    let r = write(s.addr, "acked", 3, None);
+    common::wait_caught_up(s.addr, "acked", 60);
+    let r = common::write_n(s.addr, "acked", 3, None);
     assert_eq!(r.json()["durable"], "true", "{}", r.text());
     s.stop();
 }
@@ -303,7 +256,7 @@ fn a_record_too_large_for_kafka_is_refused_and_skipped() {
         &bootstrap,
         &json!({"maxRecordBytes": 1000}),
     ));
-    let small1 = write(s.addr, "big", 1, None).json()["messageId"]
+    let small1 = common::write_n(s.addr, "big", 1, None).json()["messageId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -316,11 +269,11 @@ fn a_record_too_large_for_kafka_is_refused_and_skipped() {
         Some(body.as_bytes()),
     );
     let big = r.json()["messageId"].as_str().unwrap().to_owned();
-    let small2 = write(s.addr, "big", 2, None).json()["messageId"]
+    let small2 = common::write_n(s.addr, "big", 2, None).json()["messageId"]
         .as_str()
         .unwrap()
         .to_owned();
-    let st = wait_caught_up(s.addr, "big", 30);
+    let st = common::wait_caught_up(s.addr, "big", 30);
     let m = &st["mirrors"][0];
     assert_eq!(m["refused"], 1, "{st:#}");
     assert!(m["lastRefusal"].as_str().unwrap().contains(&big), "{st:#}");
@@ -336,37 +289,18 @@ fn sigkill_mid_mirroring_loses_nothing() {
     cluster.create_topic("crash", 1, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let spawn = || {
-        common::spawn_wald(&[
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--admin-key".as_ref(),
-            common::ADMIN.as_ref(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-        ])
-    };
+    let spawn = || common::spawn_serve(dir.path(), common::ADMIN, None);
     let (c, mut addr) = spawn();
-    let mut child = Killed(c);
-    let spec = kafka_ns("crash", &bootstrap, &json!({})).to_string();
-    let r = request(
-        addr,
-        "POST",
-        "/api/v1/namespaces",
-        &[
-            ("x-api-key", common::ADMIN),
-            ("content-type", "application/json"),
-        ],
-        Some(spec.as_bytes()),
-    );
+    let mut child = common::Killed(c);
+    let spec = kafka_ns("crash", &bootstrap, &json!({}));
+    let r = common::admin_post(addr, "/api/v1/namespaces", &spec);
     assert_eq!(r.status, 201, "{}", r.text());
     let mut acked = Vec::new();
     let mut n = 0;
     for _ in 0..3 {
         let until = Instant::now() + Duration::from_millis(600);
         while Instant::now() < until {
-            let r = write(addr, "crash", n, None);
+            let r = common::write_n(addr, "crash", n, None);
             n += 1;
             assert_eq!(r.json()["durable"], "true", "{}", r.text());
             acked.push(r.json()["messageId"].as_str().unwrap().to_owned());
@@ -374,20 +308,10 @@ fn sigkill_mid_mirroring_loses_nothing() {
         // SIGKILL, then a new process on the same data.
         drop(child);
         let (c, a) = spawn();
-        (child, addr) = (Killed(c), a);
+        (child, addr) = (common::Killed(c), a);
     }
-    wait_caught_up(addr, "crash", 60);
+    common::wait_caught_up(addr, "crash", 60);
     let got = consume(&bootstrap, "crash", 1, 30, ids_cover(&acked));
     assert_eq!(first_arrivals(&got, 0), acked);
     drop(child);
-}
-
-/// Kills the `wald serve` child when dropped (also when the test panics).
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

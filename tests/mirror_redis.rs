@@ -52,57 +52,13 @@ fn stream(port: u16, ns: &str) -> Vec<(String, String, Value)> {
         .collect()
 }
 
-fn limits() -> Value {
-    json!({"allowedApiKeys": [], "rateLimits": {"requestsPerMinute": 10_000_000, "requestsPerHour": 100_000_000, "burstLimit": 1_000_000}})
-}
-
 fn redis_ns(name: &str, port: u16, extra: &Value) -> Value {
     let mut cfg =
         json!({"url": format!("redis://127.0.0.1:{port}"), "batchSize": 16, "timeoutMs": 1000});
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
-    json!({"name": name, "backend": "redis_streams", "backendConfig": cfg, "accessControl": limits()})
-}
-
-fn write(addr: std::net::SocketAddr, ns: &str, n: u64) -> common::Resp {
-    let body = json!({"namespace": ns, "payload": {"n": n}}).to_string();
-    request(
-        addr,
-        "POST",
-        "/api/v1/wal/write",
-        &[("content-type", "application/json")],
-        Some(body.as_bytes()),
-    )
-}
-
-fn status(addr: std::net::SocketAddr, ns: &str) -> Value {
-    let r = request(
-        addr,
-        "GET",
-        &format!("/api/v1/wal/namespace/{ns}/status"),
-        &[],
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-/// Waits until the namespace's first mirror has no lag and is healthy.
-fn wait_caught_up(addr: std::net::SocketAddr, ns: &str, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let s = status(addr, ns);
-        let m = &s["mirrors"][0];
-        if m["lagRecords"] == 0 && m["healthy"] == true {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mirror did not catch up in {secs} s: {s:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    json!({"name": name, "backend": "redis_streams", "backendConfig": cfg, "accessControl": common::no_rate_limits()})
 }
 
 /// Ids in order of first arrival.
@@ -123,12 +79,12 @@ fn messages_arrive_in_order_with_their_ids() {
     s.create_namespace(redis_ns("orders", redis.port, &json!({"maxLen": 0})));
     let mut ids = Vec::new();
     for n in 0..150 {
-        let r = write(s.addr, "orders", n);
+        let r = common::write_n(s.addr, "orders", n, None);
         assert_eq!(r.status, 202, "{}", r.text());
         assert_eq!(r.json()["durable"], "true");
         ids.push(r.json()["messageId"].as_str().unwrap().to_owned());
     }
-    let st = wait_caught_up(s.addr, "orders", 20);
+    let st = common::wait_caught_up(s.addr, "orders", 20);
     let m = &st["mirrors"][0];
     assert_eq!(m["name"], "redis_streams");
     assert_eq!(m["backend"], "redis_streams");
@@ -179,7 +135,7 @@ fn redis_restarted_mid_load_gets_every_acknowledged_message() {
             let mut n = 0;
             while !done.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = write(addr, "load", n);
+                let r = common::write_n(addr, "load", n, None);
                 assert_eq!(r.status, 202, "{}", r.text());
                 let j = r.json();
                 assert_eq!(
@@ -205,7 +161,7 @@ fn redis_restarted_mid_load_gets_every_acknowledged_message() {
     redis.stop();
     let at_stop = acked.lock().unwrap().len();
     std::thread::sleep(Duration::from_millis(1500));
-    let st = status(s.addr, "load");
+    let st = common::namespace_status(s.addr, "load");
     let m = &st["mirrors"][0];
     assert_eq!(m["healthy"], false, "{st:#}");
     assert!(
@@ -229,7 +185,7 @@ fn redis_restarted_mid_load_gets_every_acknowledged_message() {
     std::thread::sleep(Duration::from_millis(700));
     done.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    wait_caught_up(s.addr, "load", 30);
+    common::wait_caught_up(s.addr, "load", 30);
     let entries = stream(redis.port, "load");
     let present: HashSet<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     let acked = acked.lock().unwrap().clone();
@@ -270,7 +226,7 @@ fn ack_mirror_answers_unknown_while_redis_is_down() {
         redis.port,
         &json!({"ack": "mirror", "timeoutMs": 300}),
     ));
-    let r = write(s.addr, "acked", 1);
+    let r = common::write_n(s.addr, "acked", 1, None);
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["durable"], "true", "{}", r.text());
     assert_eq!(
@@ -280,17 +236,20 @@ fn ack_mirror_answers_unknown_while_redis_is_down() {
     );
     redis.stop();
     let t = Instant::now();
-    let r = write(s.addr, "acked", 2);
+    let r = common::write_n(s.addr, "acked", 2, None);
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["durable"], "unknown", "{}", r.text());
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "answered within the request timeout"
     );
-    assert_eq!(status(s.addr, "acked")["mirrors"][0]["ack"], "mirror");
+    assert_eq!(
+        common::namespace_status(s.addr, "acked")["mirrors"][0]["ack"],
+        "mirror"
+    );
     redis.restart();
-    wait_caught_up(s.addr, "acked", 20);
-    let r = write(s.addr, "acked", 3);
+    common::wait_caught_up(s.addr, "acked", 20);
+    let r = common::write_n(s.addr, "acked", 3, None);
     assert_eq!(r.json()["durable"], "true", "{}", r.text());
     let ids: Vec<String> = stream(redis.port, "acked")
         .into_iter()
@@ -306,7 +265,7 @@ fn a_record_too_large_for_the_backend_is_refused_and_skipped() {
     let (_d, dir) = common::tempdir();
     let s = Server::start(common::config(&dir));
     s.create_namespace(redis_ns("big", redis.port, &json!({"maxRecordBytes": 600})));
-    let small1 = write(s.addr, "big", 1).json()["messageId"]
+    let small1 = common::write_n(s.addr, "big", 1, None).json()["messageId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -320,11 +279,11 @@ fn a_record_too_large_for_the_backend_is_refused_and_skipped() {
     );
     assert_eq!(r.status, 202, "{}", r.text());
     let big = r.json()["messageId"].as_str().unwrap().to_owned();
-    let small2 = write(s.addr, "big", 2).json()["messageId"]
+    let small2 = common::write_n(s.addr, "big", 2, None).json()["messageId"]
         .as_str()
         .unwrap()
         .to_owned();
-    let st = wait_caught_up(s.addr, "big", 20);
+    let st = common::wait_caught_up(s.addr, "big", 20);
     let m = &st["mirrors"][0];
     assert_eq!(m["refused"], 1, "{st:#}");
     let why = m["lastRefusal"].as_str().unwrap();
@@ -423,15 +382,7 @@ fn bad_backend_configs_are_refused_with_the_field_named() {
 
 /// `wald serve` with data in `dir`; returns the process and its address.
 fn spawn(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
-    let data = dir.join("data");
-    common::spawn_wald(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--admin-key".as_ref(),
-        common::ADMIN.as_ref(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-    ])
+    common::spawn_serve(dir, common::ADMIN, None)
 }
 
 #[test]
@@ -439,18 +390,9 @@ fn sigkill_mid_mirroring_loses_nothing() {
     let redis = RedisServer::start_persistent();
     let dir = tempfile::tempdir().unwrap();
     let (c, mut addr) = spawn(dir.path());
-    let mut child = Killed(c);
-    let spec = redis_ns("crash", redis.port, &json!({})).to_string();
-    let r = request(
-        addr,
-        "POST",
-        "/api/v1/namespaces",
-        &[
-            ("x-api-key", common::ADMIN),
-            ("content-type", "application/json"),
-        ],
-        Some(spec.as_bytes()),
-    );
+    let mut child = common::Killed(c);
+    let spec = redis_ns("crash", redis.port, &json!({}));
+    let r = common::admin_post(addr, "/api/v1/namespaces", &spec);
     assert_eq!(r.status, 201, "{}", r.text());
     let mut acked = Vec::new();
     let cycles: usize = std::env::var("WALD_MIRROR_CRASH_CYCLES")
@@ -462,7 +404,7 @@ fn sigkill_mid_mirroring_loses_nothing() {
         // Writes while the mirror runs, then SIGKILL without warning.
         let until = Instant::now() + Duration::from_millis(600);
         while Instant::now() < until {
-            let r = write(addr, "crash", n);
+            let r = common::write_n(addr, "crash", n, None);
             n += 1;
             assert_eq!(r.status, 202, "{}", r.text());
             assert_eq!(r.json()["durable"], "true");
@@ -471,9 +413,9 @@ fn sigkill_mid_mirroring_loses_nothing() {
         // SIGKILL, then a new process on the same data.
         drop(child);
         let (c, a) = spawn(dir.path());
-        (child, addr) = (Killed(c), a);
+        (child, addr) = (common::Killed(c), a);
     }
-    wait_caught_up(addr, "crash", 30);
+    common::wait_caught_up(addr, "crash", 30);
     let entries = stream(redis.port, "crash");
     let present: HashSet<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     for id in &acked {
@@ -484,14 +426,4 @@ fn sigkill_mid_mirroring_loses_nothing() {
     }
     assert_eq!(first_arrivals(&entries), acked, "order of first arrival");
     drop(child);
-}
-
-/// Kills the `wald serve` child when dropped (also when the test panics).
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -179,16 +179,12 @@ fn covers(acked: &[String]) -> impl Fn(&[(String, String)]) -> bool + '_ {
     }
 }
 
-fn limits() -> Value {
-    json!({"allowedApiKeys": [], "rateLimits": {"requestsPerMinute": 10_000_000, "requestsPerHour": 100_000_000, "burstLimit": 1_000_000}})
-}
-
 fn sqs_ns(name: &str, moto: &Moto, extra: &Value) -> Value {
     let mut cfg = json!({"endpointUrl": moto.url(), "accessKeyId": "test", "secretAccessKey": "test", "timeoutMs": 1000});
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
-    json!({"name": name, "backend": "sqs", "backendConfig": cfg, "accessControl": limits()})
+    json!({"name": name, "backend": "sqs", "backendConfig": cfg, "accessControl": common::no_rate_limits()})
 }
 
 /// moto with a queue (its URL), and a server on a fresh data directory.
@@ -223,37 +219,10 @@ fn post_write(addr: std::net::SocketAddr, body: &Value) -> common::Resp {
     )
 }
 
-fn write(addr: std::net::SocketAddr, ns: &str, n: u64) -> common::Resp {
-    post_write(addr, &json!({"namespace": ns, "payload": {"n": n}}))
-}
-
 /// The `messageId` of a write answered `durable: "true"`.
 fn durable_id(r: &common::Resp) -> String {
     assert_eq!(r.json()["durable"], "true", "{}", r.text());
     r.json()["messageId"].as_str().unwrap().to_owned()
-}
-
-fn wait_caught_up(addr: std::net::SocketAddr, ns: &str, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let r = request(
-            addr,
-            "GET",
-            &format!("/api/v1/wal/namespace/{ns}/status"),
-            &[],
-            None,
-        );
-        let s = r.json();
-        let m = &s["mirrors"][0];
-        if m["lagRecords"] == 0 && m["healthy"] == true {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mirror did not catch up in {secs} s: {s:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -265,9 +234,9 @@ fn messages_arrive_in_a_fifo_queue_in_order_with_their_ids() {
         &json!({"queueName": "orders.fifo"}),
     ));
     let acked: Vec<String> = (0..45)
-        .map(|n| durable_id(&write(s.addr, "orders", n)))
+        .map(|n| durable_id(&common::write_n(s.addr, "orders", n, None)))
         .collect();
-    let st = wait_caught_up(s.addr, "orders", 30);
+    let st = common::wait_caught_up(s.addr, "orders", 30);
     assert_eq!(st["mirrors"][0]["backend"], "sqs");
     let got = receive(&moto, &url, 30, covers(&acked));
     let ids: Vec<String> = got.iter().map(|g| g.0.clone()).collect();
@@ -307,7 +276,7 @@ fn fifo_groups_keep_their_order_with_concurrent_calls() {
         .collect();
     let r = s.admin("PUT", "/api/v1/namespaces/groups", Some(&spec));
     assert_eq!(r.status, 200, "{}", r.text());
-    wait_caught_up(s.addr, "groups", 30);
+    common::wait_caught_up(s.addr, "groups", 30);
     let got = receive(&moto, &url, 30, covers(&acked));
     assert_eq!(got.len(), acked.len(), "no duplicates expected");
     // Per group (n % 5), the payloads arrive in write order.
@@ -336,7 +305,7 @@ fn server_paused_mid_load_then_every_acknowledged_message_arrives() {
     let mut burst = |acked: &mut Vec<String>, count: u64| {
         for _ in 0..count {
             let t = Instant::now();
-            let id = durable_id(&write(s.addr, "load", n));
+            let id = durable_id(&common::write_n(s.addr, "load", n, None));
             n += 1;
             assert!(
                 t.elapsed() < Duration::from_secs(2),
@@ -365,7 +334,7 @@ fn server_paused_mid_load_then_every_acknowledged_message_arrives() {
     );
     moto.signal("CONT");
     burst(&mut acked, 30);
-    wait_caught_up(s.addr, "load", 60);
+    common::wait_caught_up(s.addr, "load", 60);
     receive(&moto, &url, 30, covers(&acked));
     s.stop();
 }
@@ -379,14 +348,20 @@ fn ack_mirror_answers_unknown_while_the_server_is_paused() {
         &moto,
         &json!({"queueUrl": url, "ack": "mirror", "timeoutMs": 500}),
     ));
-    assert_eq!(write(s.addr, "acked", 1).json()["durable"], "true");
+    assert_eq!(
+        common::write_n(s.addr, "acked", 1, None).json()["durable"],
+        "true"
+    );
     moto.signal("STOP");
-    let r = write(s.addr, "acked", 2);
+    let r = common::write_n(s.addr, "acked", 2, None);
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["durable"], "unknown", "{}", r.text());
     moto.signal("CONT");
-    wait_caught_up(s.addr, "acked", 60);
-    assert_eq!(write(s.addr, "acked", 3).json()["durable"], "true");
+    common::wait_caught_up(s.addr, "acked", 60);
+    assert_eq!(
+        common::write_n(s.addr, "acked", 3, None).json()["durable"],
+        "true"
+    );
     s.stop();
 }
 
@@ -398,7 +373,7 @@ fn a_record_too_large_for_sqs_is_refused_and_skipped() {
         &moto,
         &json!({"queueUrl": url, "maxRecordBytes": 1024}),
     ));
-    let small1 = write(s.addr, "big", 1).json()["messageId"]
+    let small1 = common::write_n(s.addr, "big", 1, None).json()["messageId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -407,11 +382,11 @@ fn a_record_too_large_for_sqs_is_refused_and_skipped() {
         &json!({"namespace": "big", "payload": {"blob": "x".repeat(3000)}}),
     );
     let big = r.json()["messageId"].as_str().unwrap().to_owned();
-    let small2 = write(s.addr, "big", 2).json()["messageId"]
+    let small2 = common::write_n(s.addr, "big", 2, None).json()["messageId"]
         .as_str()
         .unwrap()
         .to_owned();
-    let st = wait_caught_up(s.addr, "big", 30);
+    let st = common::wait_caught_up(s.addr, "big", 30);
     assert_eq!(st["mirrors"][0]["refused"], 1, "{st:#}");
     assert!(
         st["mirrors"][0]["lastRefusal"]
@@ -434,45 +409,26 @@ fn sigkill_mid_mirroring_loses_nothing() {
     let moto = Moto::start();
     let url = create_queue(&moto, "crash.fifo");
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let spawn = || {
-        common::spawn_wald(&[
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--admin-key".as_ref(),
-            common::ADMIN.as_ref(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-        ])
-    };
+    let spawn = || common::spawn_serve(dir.path(), common::ADMIN, None);
     let (c, mut addr) = spawn();
-    let mut child = Killed(c);
-    let spec = sqs_ns("crash", &moto, &json!({"queueUrl": url})).to_string();
-    let r = request(
-        addr,
-        "POST",
-        "/api/v1/namespaces",
-        &[
-            ("x-api-key", common::ADMIN),
-            ("content-type", "application/json"),
-        ],
-        Some(spec.as_bytes()),
-    );
+    let mut child = common::Killed(c);
+    let spec = sqs_ns("crash", &moto, &json!({"queueUrl": url}));
+    let r = common::admin_post(addr, "/api/v1/namespaces", &spec);
     assert_eq!(r.status, 201, "{}", r.text());
     let mut acked = Vec::new();
     let mut n = 0;
     for _ in 0..3 {
         // moto is slow (a few hundred messages per second): a bounded load per cycle.
         for _ in 0..80 {
-            acked.push(durable_id(&write(addr, "crash", n)));
+            acked.push(durable_id(&common::write_n(addr, "crash", n, None)));
             n += 1;
         }
         // SIGKILL, then a new process on the same data.
         drop(child);
         let (c, a) = spawn();
-        (child, addr) = (Killed(c), a);
+        (child, addr) = (common::Killed(c), a);
     }
-    wait_caught_up(addr, "crash", 60);
+    common::wait_caught_up(addr, "crash", 60);
     let got = receive(&moto, &url, 60, covers(&acked));
     // FIFO: in order; a re-published message is dropped by SQS's deduplication (its id).
     let mut seen = HashSet::new();
@@ -483,14 +439,4 @@ fn sigkill_mid_mirroring_loses_nothing() {
         .collect();
     assert_eq!(first, acked);
     drop(child);
-}
-
-/// Kills the `wald serve` child when dropped (also when the test panics).
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

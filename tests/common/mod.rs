@@ -336,3 +336,78 @@ pub fn spawn_wald(args: &[&std::ffi::OsStr]) -> (std::process::Child, SocketAddr
         }
     }
 }
+
+/// Namespace access control with no key restriction and rate limits too high to matter.
+pub fn no_rate_limits() -> serde_json::Value {
+    serde_json::json!({"allowedApiKeys": [], "rateLimits": {"requestsPerMinute": 10_000_000,
+        "requestsPerHour": 100_000_000, "burstLimit": 1_000_000}})
+}
+
+/// Writes `{"n": n}` to `ns` (with `partitionKey` = `key` when given).
+pub fn write_n(addr: SocketAddr, ns: &str, n: u64, key: Option<&str>) -> Resp {
+    let mut body = serde_json::json!({"namespace": ns, "payload": {"n": n}});
+    if let Some(k) = key {
+        body["partitionKey"] = serde_json::json!(k);
+    }
+    let body = body.to_string();
+    request(
+        addr,
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    )
+}
+
+/// `POST path` with the admin key and a JSON body.
+pub fn admin_post(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Resp {
+    let text = body.to_string();
+    request(
+        addr,
+        "POST",
+        path,
+        &[("x-api-key", ADMIN), ("content-type", "application/json")],
+        Some(text.as_bytes()),
+    )
+}
+
+/// `GET /api/v1/wal/namespace/{ns}/status` (asserted 200).
+pub fn namespace_status(addr: SocketAddr, ns: &str) -> serde_json::Value {
+    let r = request(
+        addr,
+        "GET",
+        &format!("/api/v1/wal/namespace/{ns}/status"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Waits until the namespace's first mirror has no lag and is healthy (or panics after
+/// `secs`); returns the status.
+pub fn wait_caught_up(addr: SocketAddr, ns: &str, secs: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = namespace_status(addr, ns);
+        let m = &s["mirrors"][0];
+        if m["lagRecords"] == 0 && m["healthy"] == true {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mirror did not catch up in {secs} s: {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `wald serve` child killed (SIGKILL) when dropped, also when the test panics.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
