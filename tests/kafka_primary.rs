@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{config, tempdir, Server};
 use rdkafka::mocking::MockCluster;
 use serde_json::{json, Value};
