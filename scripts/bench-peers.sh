@@ -326,7 +326,7 @@ EOF
 # ---------------------------------------------------------------------------------------
 # Servers
 # ---------------------------------------------------------------------------------------
-ADMIN=bench-admin-key
+ADMIN=bench-admin-key-0123456789abcdef0123456789
 start_wald() { # name -> sets WALD_PID, WALD_URL
     local dir=$WORK/$1 port
     port=$(free_port)
@@ -408,7 +408,7 @@ EOF
     run_wald() { # C secs tag
         FSYNC_FILE=$OUT/$3.fsyncs
         with_fsync_count "$WALD" bench http --url "$WALD_URL" --concurrency "$1" --duration "$2" \
-            --payload-bytes "$PAYLOAD" --namespace bench --server-pid "$SERVER_PID" --json "$OUT/$3.json" \
+            --payload-bytes "$PAYLOAD" --namespace bench --api-key "$ADMIN" --server-pid "$SERVER_PID" --json "$OUT/$3.json" \
             >"$OUT/$3.out" 2>"$OUT/$3.err"
     }
     run_redis() { # C secs tag
@@ -507,7 +507,7 @@ if [ "$MEMORY" = 1 ]; then
     while [ "$total" -lt "$MEM_MESSAGES" ]; do
         i=$((i + 1))
         "$WALD" bench http --url "$WALD_URL" --concurrency 64 --duration 10 --payload-bytes "$PAYLOAD" \
-            --namespace mem --server-pid "$WALD_PID" --json "$OUT/memory-$i.json" >"$OUT/memory-$i.out" 2>/dev/null
+            --namespace mem --api-key "$ADMIN" --server-pid "$WALD_PID" --json "$OUT/memory-$i.json" >"$OUT/memory-$i.out" 2>/dev/null
         n=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["writes"])' "$OUT/memory-$i.json")
         total=$((total + n))
         note "chunk $i: $n acknowledged (total $total), VmRSS $(rss "$WALD_PID" VmRSS) kB"

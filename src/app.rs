@@ -151,6 +151,8 @@ pub struct App {
     pub txns: crate::txn::TxnHub,
     /// Rate limits.
     pub limiter: crate::http::ratelimit::RateLimiter,
+    /// Failed authentications per client address (`[auth] failed_auth_per_minute`).
+    pub auth_failures: crate::http::throttle::AuthThrottle,
     /// When the service started.
     pub started: Instant,
     /// Set once shutdown began: new writes are refused.
@@ -187,7 +189,8 @@ impl App {
         let engine = Engine::with_fs(&data, config.storage.log_config(), fs);
         let keys = config.auth.keyring();
         let metrics = Metrics::new()?;
-        let delivery = crate::delivery::Hub::new(config.delivery.clone(), &metrics)?;
+        let delivery =
+            crate::delivery::Hub::new(config.delivery.clone(), &config.egress, &metrics)?;
         let mirrors = crate::mirror::Hub::new(&metrics)?;
         let txns = crate::txn::TxnHub::new(&metrics)?;
         let app = Arc::new(Self {
@@ -200,6 +203,7 @@ impl App {
             mirrors,
             txns,
             limiter: crate::http::ratelimit::RateLimiter::default(),
+            auth_failures: crate::http::throttle::AuthThrottle::default(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
             in_flight_keys: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -245,7 +249,8 @@ impl App {
             self.engine.open_namespace(&spec.name, partitions)?;
             let logs = self.engine.logs(&spec.name).unwrap_or_default();
             let started = Instant::now();
-            let n = crate::mirror::kafka_recover::recover(spec, &logs).map_err(|e| {
+            let egress = crate::egress::EgressPolicy::new(&self.config.egress);
+            let n = crate::mirror::kafka_recover::recover(spec, &logs, &egress).map_err(|e| {
                 StartError::Namespace {
                     name: spec.name.clone(),
                     reason: format!("recovering from Kafka (durability \"kafka\"): {e}"),

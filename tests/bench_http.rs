@@ -31,7 +31,10 @@ fn options(s: &Server, namespace: &str, json: Option<std::path::PathBuf>) -> Htt
 fn a_short_run_writes_durably_without_errors() {
     let (_d, dir) = tempdir();
     let (_o, out) = tempdir();
-    let s = Server::start(config(&dir));
+    let mut c = config(&dir);
+    // The bench scrapes /metrics, which otherwise needs the admin key.
+    c.server.metrics_public = true;
+    let s = Server::start(c);
     s.create_namespace(json!({ "name": "bench", "accessControl": { "rateLimits": unlimited() } }));
     let file = out.join("bench.json");
     let r = run_http(&options(&s, "bench", Some(file.clone()))).expect("bench runs");

@@ -26,7 +26,7 @@ use common::request;
 use receiver::Receiver;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "delivery-crash-admin";
+const ADMIN: &str = "delivery-crash-admin-0123456789abcdef";
 /// The consumer window in these tests (bounds the duplicates a crash can cause).
 const WINDOW: usize = 32;
 

@@ -49,11 +49,14 @@ fn cache_and_database_targets_land_in_real_redis_and_postgresql() {
 
     let (_d, dir) = tempdir();
     let s = Server::start(config(&dir));
-    s.create_namespace(json!({ "name": "sync", "retryPolicy": {"maxAttempts": 2, "initialDelayMs": 100, "jitterMs": 0} }));
-    let cache = json!({ "type": "cache", "identifier": "redis", "config": {
+    let cache_target = json!({ "type": "cache", "identifier": "redis", "config": {
         "type": "redis", "host": "127.0.0.1", "port": redis.port, "database": 2, "keyPrefix": "wald:" } });
-    let db = json!({ "type": "database", "identifier": "pg", "config": {
+    let db_target = json!({ "type": "database", "identifier": "pg", "config": {
         "type": "postgresql", "host": "127.0.0.1", "port": pg.port, "database": "postgres", "table": "user_events" } });
+    s.create_namespace(json!({ "name": "sync", "retryPolicy": {"maxAttempts": 2, "initialDelayMs": 100, "jitterMs": 0},
+        "targetConfigs": [cache_target, db_target] }));
+    // A message names the namespace's targets by identifier.
+    let (cache, db) = (json!("redis"), json!("pg"));
 
     let set = write(
         &s,
@@ -151,7 +154,7 @@ fn each_region_is_delivered_and_retried_on_its_own() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let (_d, dir) = tempdir();
     let s = Server::start(config(&dir));
-    s.create_namespace(json!({ "name": "regions",
+    s.create_namespace(json!({ "name": "regions", "adHocTargets": true,
         "retryPolicy": {"maxAttempts": 1, "backoffStrategy": "constant", "initialDelayMs": 100, "jitterMs": 0} }));
     let target = |id: &str, region: &str, path: &str| {
         json!({ "type": "webhook", "identifier": id,

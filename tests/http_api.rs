@@ -407,6 +407,7 @@ fn namespace_administration_needs_the_admin_key() {
 fn api_keys_scope_namespaces() {
     let (_d, dir) = tempdir();
     let mut c = config(&dir);
+    c.auth.open = false;
     c.auth.api_keys = vec![
         wald::config::ApiKeyConfig {
             id: "a".into(),
@@ -468,7 +469,7 @@ fn rate_limits_answer_429_with_retry_after() {
     assert!(r
         .header("retry-after")
         .is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)));
-    let m = s.req("GET", "/metrics", &[], None).text();
+    let m = s.admin("GET", "/metrics", None).text();
     assert!(
         m.contains("wald_rate_limited_total{namespace=\"slow\"} 1"),
         "{m}"
@@ -492,7 +493,9 @@ fn health_metrics_and_docs() {
         s.req("GET", "/api/v1/health/readiness", &[], None).status,
         200
     );
-    let m = s.req("GET", "/metrics", &[], None);
+    s.req("GET", "/metrics", &[], None)
+        .assert_error(401, "UNAUTHORIZED");
+    let m = s.admin("GET", "/metrics", None);
     assert_eq!(m.status, 200);
     let text = m.text();
     for name in [

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::request;
 
-const ADMIN: &str = "crash-admin";
+const ADMIN: &str = "crash-admin-0123456789abcdef0123456789";
 
 struct Acked {
     id: String,

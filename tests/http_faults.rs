@@ -41,7 +41,7 @@ fn fsync_failure_and_full_disk_answer_503() {
     fault.disarm();
     s.write("disk", json!({ "i": 6 }))
         .assert_error(503, "STORAGE_UNAVAILABLE");
-    let ready = s.req("GET", "/api/v1/health/readiness", &[], None);
+    let ready = s.admin("GET", "/api/v1/health/readiness", None);
     let rj = ready.assert_error(503, "STORAGE_UNAVAILABLE");
     assert!(
         rj["error"]["details"]["problems"][0]

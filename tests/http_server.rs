@@ -86,12 +86,13 @@ fn cors_answers_allowed_origins_only() {
         w.header("access-control-allow-origin"),
         Some("https://app.example")
     );
+    // A foreign origin is refused outright (docs/SECURITY.md), without CORS headers.
     let w = s.post_json(
         "/api/v1/wal/write",
         &[("origin", "https://evil.example")],
         &body,
     );
-    assert_eq!(w.status, 202, "{}", w.text());
+    w.assert_error(403, "ORIGIN_NOT_ALLOWED");
     assert!(has_cors_headers(&w).is_empty(), "{:?}", w.headers);
     s.stop();
 

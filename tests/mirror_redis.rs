@@ -111,7 +111,7 @@ fn messages_arrive_in_order_with_their_ids() {
             "{meta}"
         );
     }
-    let metrics = request(s.addr, "GET", "/metrics", &[], None).text();
+    let metrics = s.admin("GET", "/metrics", None).text();
     assert!(metrics.contains("wald_mirror_lag_records{mirror=\"redis_streams\",namespace=\"orders\",partition=\"0\"} 0"), "{metrics}");
     assert!(metrics.contains(
         "wald_mirror_published_total{mirror=\"redis_streams\",namespace=\"orders\"} 150"
@@ -169,7 +169,7 @@ fn redis_restarted_mid_load_gets_every_acknowledged_message() {
         "{st:#}"
     );
     assert!(m["lagRecords"].as_u64().unwrap() > 0, "{st:#}");
-    let ready = request(s.addr, "GET", "/api/v1/health/readiness", &[], None);
+    let ready = s.admin("GET", "/api/v1/health/readiness", None);
     assert_eq!(
         ready.status,
         200,

@@ -203,7 +203,7 @@ fn transactions_apply_everywhere_or_are_compensated_in_reverse_order() {
     assert_eq!(hits[0].message_id, format!("{bad}_m3"));
 
     // Metrics per state.
-    let metrics = s.req("GET", "/metrics", &[], None).text();
+    let metrics = s.admin("GET", "/metrics", None).text();
     assert!(
         metrics.contains("wald_transactions_total{namespace=\"shop\",state=\"compensated\"} 1"),
         "{metrics}"
@@ -216,9 +216,11 @@ fn malformed_transactions_are_refused_naming_the_field() {
     let (_d, dir) = tempdir();
     let s = Server::start(config(&dir));
     let hook = "http://127.0.0.1:9/x";
-    s.create_namespace(json!({ "name": "shop", "targetConfigs": [
+    s.create_namespace(
+        json!({ "name": "shop", "adHocTargets": true, "targetConfigs": [
         { "type": "webhook", "identifier": "billing", "config": { "url": hook } },
-        { "type": "cache", "identifier": "mem", "config": { "type": "in_memory" } } ] }));
+        { "type": "cache", "identifier": "mem", "config": { "type": "in_memory" } } ] }),
+    );
     let refused = |payload: Value, extra: Value| -> Vec<String> {
         let mut body = json!({ "namespace": "shop", "payload": payload });
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
@@ -309,7 +311,7 @@ fn a_transaction_past_its_timeout_is_compensated() {
     let rx = receiver::Receiver::start();
     let (_d, dir) = tempdir();
     let s = Server::start(config(&dir));
-    s.create_namespace(json!({ "name": "shop",
+    s.create_namespace(json!({ "name": "shop", "adHocTargets": true,
         "retryPolicy": {"maxAttempts": 10, "backoffStrategy": "constant", "initialDelayMs": 300, "jitterMs": 0},
         "transactionConfig": {"timeoutSeconds": 600},
         "targetConfigs": [

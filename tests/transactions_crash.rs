@@ -22,7 +22,7 @@ use common::request;
 use receiver::Receiver;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "txn-crash-admin";
+const ADMIN: &str = "txn-crash-admin-0123456789abcdef01234";
 
 struct Proc {
     child: Child,
@@ -118,7 +118,7 @@ fn env() -> Env {
 
 impl Env {
     fn namespace(&self, p: &Proc) {
-        let r = p.post("/api/v1/namespaces", &json!({ "name": "shop",
+        let r = p.post("/api/v1/namespaces", &json!({ "name": "shop", "adHocTargets": true,
             "retryPolicy": {"maxAttempts": 10, "backoffStrategy": "constant", "initialDelayMs": 1000,
                             "maxDelayMs": 1000, "jitterMs": 0},
             "targetConfigs": [

@@ -21,16 +21,41 @@ pub struct ServeArgs {
     /// Data directory. Default: ./data.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// The admin key (namespace and DLQ administration).
+    /// The admin key (namespace and DLQ administration). Visible to every user of the
+    /// machine in `ps`: prefer `--admin-key-file` or `WALD_ADMIN_KEY`.
     #[arg(long)]
     pub admin_key: Option<String>,
+    /// A file whose first line is the admin key (instead of `--admin-key`).
+    #[arg(long, conflicts_with = "admin_key")]
+    pub admin_key_file: Option<PathBuf>,
+}
+
+/// `[auth] open = true` serves the write and read API without a key: said at every start,
+/// as an error when the address is reachable from other machines.
+fn warn_if_open(config: &Config) {
+    if !config.auth.open {
+        return;
+    }
+    let listen = config.server.listen;
+    if listen.ip().is_loopback() {
+        tracing::warn!(%listen, "auth.open = true: the write and read API accept requests without a key");
+    } else {
+        tracing::error!(%listen, "auth.open = true on a non-loopback address: anyone who can reach it may write and read without a key");
+    }
 }
 
 /// Runs the service until SIGTERM or ctrl-c.
 pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
     let mut config = Config::load(args.config.as_deref())?;
     config.apply_cli(args.listen, args.data_dir, args.admin_key);
+    if let Some(file) = args.admin_key_file {
+        config.auth.admin_key = None;
+        config.auth.admin_key_sha256 = None;
+        config.auth.admin_key_file = Some(file);
+    }
+    config.auth.read_admin_key_file()?;
     config.validate()?;
+    warn_if_open(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wald")

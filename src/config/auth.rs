@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -14,7 +15,7 @@ use crate::model::namespace::{check_namespace_name, normalise_namespace_name};
 pub const ADMIN_KEY_ID: &str = "admin";
 
 /// `[auth]`. `Debug` never shows a key.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// The admin key in plain text: namespace and DLQ administration, and every namespace.
@@ -23,13 +24,42 @@ pub struct AuthConfig {
     /// The admin key as the hex of its SHA-256 digest (64 hex digits), instead of
     /// `admin_key`. Default: unset.
     pub admin_key_sha256: Option<String>,
-    /// Refuse requests without a valid key even when no API key is configured. Whenever
-    /// `api_keys` is not empty, the write API needs a key anyway. Default: false (with no
-    /// keys configured the write and read API are open).
+    /// A file holding the admin key (its first line; trailing white space ignored), so the
+    /// key is not on the command line (`ps`) or in the config file. Instead of `admin_key`.
+    /// Default: unset. Env: `WALD_AUTH__ADMIN_KEY_FILE`; CLI: `--admin-key-file`.
+    pub admin_key_file: Option<PathBuf>,
+    /// Serve the write and read API to callers without a key. Default: false — every request
+    /// needs a valid key (an API key or the admin key). When true, the server logs a warning
+    /// at start (an error-level one when it listens on a non-loopback address); a namespace
+    /// whose `accessControl.allowedApiKeys` is not empty still refuses anonymous callers.
+    pub open: bool,
+    /// Kept so that older config files load; keys are required unless `open = true`.
+    /// `true` together with `open = true` is refused. Default: false.
     pub require_api_key: bool,
+    /// Failed authentications (unknown key) a client address may make per minute before its
+    /// requests are answered 429 for the rest of that minute. Default: 10. Range: 1 ..= 10000.
+    pub failed_auth_per_minute: u32,
     /// `[[auth.api_keys]]`: the API keys. Default: none.
     pub api_keys: Vec<ApiKeyConfig>,
 }
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_key: None,
+            admin_key_sha256: None,
+            admin_key_file: None,
+            open: false,
+            require_api_key: false,
+            failed_auth_per_minute: 10,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// The shortest plain admin key accepted (characters): a key that guards every namespace
+/// must not be guessable. Generate one with `openssl rand -hex 32`.
+pub const MIN_ADMIN_KEY_CHARS: usize = 32;
 
 /// One `[[auth.api_keys]]` entry. `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq, Default, Deserialize)]
@@ -104,11 +134,41 @@ fn ct_eq(a: &Sha, b: &Sha) -> bool {
 }
 
 impl AuthConfig {
-    /// True when requests to the write/read API need a valid key: `require_api_key`, or any
-    /// API key configured.
+    /// True when requests to the write/read API need a valid key: unless `open = true`.
     #[must_use]
     pub fn requires_api_key(&self) -> bool {
-        self.require_api_key || !self.api_keys.is_empty()
+        !self.open
+    }
+
+    /// Reads `admin_key_file` (if set) into the admin key.
+    ///
+    /// # Errors
+    /// The file cannot be read, or holds no key (named `auth.admin_key_file`).
+    pub fn read_admin_key_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = self.admin_key_file.clone() else {
+            return Ok(());
+        };
+        if self.admin_key.is_some() || self.admin_key_sha256.is_some() {
+            return Err(invalid(
+                "auth.admin_key_file",
+                "give one of auth.admin_key, auth.admin_key_sha256 and auth.admin_key_file",
+            ));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            invalid(
+                "auth.admin_key_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let key = text.lines().next().unwrap_or("").trim_end().to_owned();
+        if key.is_empty() {
+            return Err(invalid(
+                "auth.admin_key_file",
+                format!("{} holds no key on its first line", path.display()),
+            ));
+        }
+        self.admin_key = Some(key);
+        Ok(())
     }
 
     /// True when an admin key is configured.
@@ -170,6 +230,30 @@ impl AuthConfig {
             self.admin_key_sha256.as_ref(),
             false,
         )?;
+        if let Some(k) = &self.admin_key {
+            let n = k.chars().count();
+            if n < MIN_ADMIN_KEY_CHARS {
+                return Err(invalid(
+                    "auth.admin_key",
+                    format!(
+                        "has {n} characters; the admin key needs at least {MIN_ADMIN_KEY_CHARS} \
+                         (e.g. `openssl rand -hex 32`), or give its digest as auth.admin_key_sha256"
+                    ),
+                ));
+            }
+        }
+        if self.open && self.require_api_key {
+            return Err(invalid(
+                "auth.require_api_key",
+                "is true while auth.open is true; keys are required unless open = true: drop one",
+            ));
+        }
+        if !(1..=10_000).contains(&self.failed_auth_per_minute) {
+            return Err(invalid(
+                "auth.failed_auth_per_minute",
+                format!("must be 1 to 10000, got {}", self.failed_auth_per_minute),
+            ));
+        }
         let mut ids: HashMap<&str, usize> = HashMap::new();
         for (i, k) in self.api_keys.iter().enumerate() {
             let at = format!("auth.api_keys[{i}]");
@@ -233,13 +317,6 @@ impl AuthConfig {
                     format!("is the same secret as the key {:?}", first.id),
                 ));
             }
-        }
-        if self.require_api_key && ring.entries.is_empty() {
-            return Err(invalid(
-                "auth.require_api_key",
-                "is true but no key is configured (no api_keys, no admin key): \
-                 every request would be refused",
-            ));
         }
         Ok(())
     }
@@ -330,7 +407,10 @@ impl fmt::Debug for AuthConfig {
                 "admin_key_sha256",
                 &redacted(self.admin_key_sha256.as_ref()),
             )
+            .field("admin_key_file", &self.admin_key_file)
+            .field("open", &self.open)
             .field("require_api_key", &self.require_api_key)
+            .field("failed_auth_per_minute", &self.failed_auth_per_minute)
             .field("api_keys", &self.api_keys)
             .finish()
     }

@@ -24,6 +24,11 @@ pub struct DeliveryConfig {
     /// Most messages per second a bulk dead-letter replay re-delivers. Default: 100.
     /// Range: 1 ..= 100000.
     pub replay_rate_per_sec: u32,
+    /// The directory `file_system` targets write under (their `path` is relative to it;
+    /// created at start if missing). It may not be inside the data directory, nor contain
+    /// it. Default: unset — `file_system` targets are refused.
+    /// Env: `WALD_DELIVERY__FILE_ROOT`.
+    pub file_root: Option<std::path::PathBuf>,
 }
 
 impl Default for DeliveryConfig {
@@ -34,6 +39,7 @@ impl Default for DeliveryConfig {
             park_after_ms: 5000,
             target_timeout_ms: 10_000,
             replay_rate_per_sec: 100,
+            file_root: None,
         }
     }
 }
@@ -63,5 +69,36 @@ impl DeliveryConfig {
             1,
             100_000,
         )
+    }
+
+    /// Checks `file_root` against the data directory: neither inside the other (compared
+    /// as absolute paths, resolved through symbolic links where they exist).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `delivery.file_root`.
+    pub fn validate_file_root(&self, data_dir: &std::path::Path) -> Result<(), ConfigError> {
+        let Some(root) = &self.file_root else {
+            return Ok(());
+        };
+        if root.as_os_str().is_empty() {
+            return Err(super::invalid("delivery.file_root", "must not be empty"));
+        }
+        let resolve = |p: &std::path::Path| {
+            std::fs::canonicalize(p)
+                .or_else(|_| std::path::absolute(p))
+                .unwrap_or_else(|_| p.to_path_buf())
+        };
+        let (r, d) = (resolve(root), resolve(data_dir));
+        if r.starts_with(&d) || d.starts_with(&r) {
+            return Err(super::invalid(
+                "delivery.file_root",
+                format!(
+                    "{} and the data directory {} must not contain one another",
+                    r.display(),
+                    d.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 }

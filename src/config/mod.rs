@@ -13,6 +13,7 @@
 mod auth;
 mod cluster;
 mod delivery;
+mod egress;
 mod env;
 mod storage;
 #[cfg(test)]
@@ -21,6 +22,7 @@ mod tests;
 pub use auth::{ApiKeyConfig, AuthConfig, KeyIdentity, Keyring, NamespaceAccess, ADMIN_KEY_ID};
 pub use cluster::{ClusterConfig, Member, Owner};
 pub use delivery::DeliveryConfig;
+pub use egress::EgressConfig;
 pub use storage::{PreallocateSetting, RecoveryModeSetting, StorageConfig};
 
 use std::collections::HashMap;
@@ -104,6 +106,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// `[cluster]`: instances sharing one set of namespaces, each owning a shard.
     pub cluster: ClusterConfig,
+    /// `[egress]`: the addresses delivery targets may connect to, and extra TLS roots.
+    pub egress: EgressConfig,
     /// `[[namespaces]]`: namespaces declared in the file, with the JSON (camelCase) field names
     /// and defaults of the namespace API, as written (not normalised; see
     /// [`Config::declared_namespaces`]). Default: none.
@@ -133,8 +137,42 @@ pub struct ServerConfig {
     /// Longest lifecycle delay a message may ask for, in seconds.
     /// Default: 86400 (the seeds' limit). Range: 0 ..= 2592000 (30 days).
     pub max_delay_secs: u64,
+    /// Whether anonymous callers of `/api/v1/health` and `/api/v1/health/readiness` get the
+    /// details (version, uptime, namespace and partition counts, problems, mirrors and
+    /// their errors); otherwise only the admin key gets them and everyone else the status
+    /// alone. Default: false.
+    pub health_details_public: bool,
+    /// Whether `/metrics` answers without the admin key (for a scraper on a trusted
+    /// network); otherwise it needs the admin key and answers 401 without one.
+    /// Default: false.
+    pub metrics_public: bool,
+    /// Longest a client may take to send a request's header section, counted from the
+    /// moment the connection opens or goes idle after an answer (hyper's header-read
+    /// timeout); the connection is then closed. Default: 10000. Range: 100 ..= 3600000.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and no byte moving in either direction for
+    /// this long is closed (idle keep-alive, or a client that stopped reading its answer).
+    /// Default: 60000. Range: 100 ..= 3600000.
+    pub idle_timeout_ms: u64,
+    /// Most client connections open at once; past it a new connection is answered at once
+    /// with 503 `TOO_MANY_CONNECTIONS` and closed. Keep it below the process's open-file
+    /// limit. Default: 10000. Range: 1 ..= 1000000.
+    pub max_connections: u64,
+    /// Byte budget of one read-API answer (`GET .../messages`): records stop being added
+    /// once the answer would pass it (at least one is always returned; `nextOffset`
+    /// continues). Default: 8 MiB (8388608). Range: 65536 ..= 1 GiB.
+    pub max_read_bytes: u64,
+    /// Read-API requests (`GET .../messages`) served at once; another one waits up to 1 s
+    /// for a slot, then is answered 503 `OVERLOADED` with `Retry-After`. With
+    /// `max_read_bytes` this bounds the memory reads hold. Default: 16. Range: 1 ..= 4096.
+    pub max_concurrent_reads: u64,
     /// `[server.cors]`: cross-origin requests. Default: off.
     pub cors: CorsConfig,
+    /// Host names a request's `Host` header may carry (without the port; `"*"`: any), so a
+    /// browser tricked by DNS rebinding cannot reach the API under an attacker's name. IP
+    /// literals and `localhost` are always accepted. Default: none (only those).
+    /// Env: `WALD_SERVER__ALLOWED_HOSTS` (comma-separated).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -146,7 +184,15 @@ impl Default for ServerConfig {
             max_body_bytes: 17 << 20,
             shutdown_grace_ms: 10_000,
             max_delay_secs: 86_400,
+            health_details_public: false,
+            metrics_public: false,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_read_bytes: 8 << 20,
+            max_concurrent_reads: 16,
             cors: CorsConfig::default(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -168,6 +214,18 @@ impl ServerConfig {
     #[must_use]
     pub fn max_delay(&self) -> Duration {
         Duration::from_secs(self.max_delay_secs)
+    }
+
+    /// `header_read_timeout_ms` as a duration.
+    #[must_use]
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// `idle_timeout_ms` as a duration.
+    #[must_use]
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 }
 
@@ -322,7 +380,9 @@ impl Config {
         self.storage.validate()?;
         self.rate_limits.validate()?;
         self.delivery.validate()?;
+        self.delivery.validate_file_root(&self.server.data_dir)?;
         self.cluster.validate()?;
+        self.egress.validate()?;
         self.declared_namespaces::<Namespace>().map(drop)
     }
 
@@ -400,6 +460,19 @@ impl ServerConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("server.data_dir", "must not be empty"));
         }
+        for (i, h) in self.allowed_hosts.iter().enumerate() {
+            let ok = h == "*"
+                || (!h.is_empty()
+                    && h.len() <= 253
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
+            if !ok {
+                return Err(invalid(
+                    format!("server.allowed_hosts[{i}]"),
+                    format!("{h:?} must be a host name without port or scheme, or \"*\""),
+                ));
+            }
+        }
         check_range(
             "server.request_timeout_ms",
             self.request_timeout_ms,
@@ -418,6 +491,31 @@ impl ServerConfig {
             self.max_delay_secs,
             0,
             MAX_DELAY_LIMIT_SECS,
+        )?;
+        check_range(
+            "server.header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        check_range(
+            "server.idle_timeout_ms",
+            self.idle_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        check_range("server.max_connections", self.max_connections, 1, 1_000_000)?;
+        check_range(
+            "server.max_read_bytes",
+            self.max_read_bytes,
+            65_536,
+            1 << 30,
+        )?;
+        check_range(
+            "server.max_concurrent_reads",
+            self.max_concurrent_reads,
+            1,
+            4096,
         )?;
         self.cors.validate()
     }

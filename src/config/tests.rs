@@ -40,7 +40,7 @@ fn defaults_validate() {
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:3000");
     assert_eq!(config.server.data_dir, Path::new("./data"));
     assert_eq!(config.server.max_body_bytes, 17 * 1024 * 1024);
-    assert!(!config.auth.requires_api_key());
+    assert!(config.auth.requires_api_key(), "closed by default");
     assert!(!config.server.cors.enabled());
 }
 
@@ -66,6 +66,7 @@ fn example_uncommented_validates_and_matches_the_code() {
         Some("e46ccecc1691daf270e15a2bc9d7f81dd085fcf642a6e59cd7de6bbf796b81be".into());
     expected.storage.retention_max_age_secs = Some(604_800);
     expected.storage.retention_max_bytes = Some(10 << 30);
+    expected.delivery.file_root = Some("/var/lib/wald-files".into());
     assert_eq!(config.server, expected.server);
     assert_eq!(config.storage, expected.storage);
     assert_eq!(config.rate_limits, expected.rate_limits);
@@ -213,6 +214,11 @@ fn bad_values_name_their_key() {
         ("[server]\nmax_body_bytes = 10", "server.max_body_bytes"),
         ("[server]\nshutdown_grace_ms = 3600001", "server.shutdown_grace_ms"),
         ("[server]\nmax_delay_secs = 2592001", "server.max_delay_secs"),
+        ("[server]\nheader_read_timeout_ms = 5", "server.header_read_timeout_ms"),
+        ("[server]\nidle_timeout_ms = 3600001", "server.idle_timeout_ms"),
+        ("[server]\nmax_connections = 0", "server.max_connections"),
+        ("[server]\nmax_read_bytes = 10", "server.max_read_bytes"),
+        ("[server]\nmax_concurrent_reads = 0", "server.max_concurrent_reads"),
         ("[server]\ndata_dir = \"\"", "server.data_dir"),
         ("[server.cors]\nallowed_origins = [\"*\", \"https://a.example\"]", "server.cors.allowed_origins"),
         ("[server.cors]\nallowed_origins = [\"https://a.example/path\"]", "server.cors.allowed_origins[0]"),
@@ -222,7 +228,9 @@ fn bad_values_name_their_key() {
         ("[auth]\nadmin_key = \"\"", "auth.admin_key"),
         ("[auth]\nadmin_key_sha256 = \"abc\"", "auth.admin_key_sha256"),
         ("[auth]\nadmin_key = \"k\"\nadmin_key_sha256 = \"e46ccecc1691daf270e15a2bc9d7f81dd085fcf642a6e59cd7de6bbf796b81be\"", "auth.admin_key_sha256"),
-        ("[auth]\nrequire_api_key = true", "auth.require_api_key"),
+        ("[auth]\nopen = true\nrequire_api_key = true", "auth.require_api_key"),
+        ("[auth]\nadmin_key = \"short\"", "auth.admin_key"),
+        ("[auth]\nfailed_auth_per_minute = 0", "auth.failed_auth_per_minute"),
         ("[[auth.api_keys]]\nkey = \"k\"\nnamespaces = [\"*\"]", "auth.api_keys[0].id"),
         ("[[auth.api_keys]]\nid = \"admin\"\nkey = \"k\"\nnamespaces = [\"*\"]", "auth.api_keys[0].id"),
         ("[[auth.api_keys]]\nid = \"a\"\nnamespaces = [\"*\"]", "auth.api_keys[0].key"),
@@ -230,7 +238,7 @@ fn bad_values_name_their_key() {
         ("[[auth.api_keys]]\nid = \"a\"\nkey = \"k\"\nnamespaces = [\"  \"]", "auth.api_keys[0].namespaces[0]"),
         ("[[auth.api_keys]]\nid = \"a\"\nkey = \"k\"\nnamespaces = [\"*\"]\n[[auth.api_keys]]\nid = \"a\"\nkey = \"j\"\nnamespaces = [\"*\"]", "auth.api_keys[1].id"),
         ("[[auth.api_keys]]\nid = \"a\"\nkey = \"k\"\nnamespaces = [\"*\"]\n[[auth.api_keys]]\nid = \"b\"\nkey = \"k\"\nnamespaces = [\"*\"]", "auth.api_keys[1]"),
-        ("[auth]\nadmin_key = \"k\"\n[[auth.api_keys]]\nid = \"a\"\nkey = \"k\"\nnamespaces = [\"*\"]", "auth.api_keys[0]"),
+        ("[auth]\nadmin_key = \"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n[[auth.api_keys]]\nid = \"a\"\nkey = \"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\nnamespaces = [\"*\"]", "auth.api_keys[0]"),
         ("[storage]\nsegment_bytes = 10", "storage.segment_bytes"),
         ("[storage]\nsegment_max_age_secs = 0", "storage.segment_max_age_secs"),
         ("[storage]\nmax_record_bytes = 134217728", "storage.max_record_bytes"),
@@ -348,7 +356,7 @@ fn environment_overrides() {
         .apply_env([
             ("WALD_LISTEN", "0.0.0.0:9000"),
             ("WALD_DATA_DIR", "/var/lib/wald"),
-            ("WALD_ADMIN_KEY", "from-env"),
+            ("WALD_ADMIN_KEY", "from-env-0123456789abcdef0123456789"),
             ("WALD_SERVER__REQUEST_TIMEOUT_MS", "5000"),
             (
                 "WALD_server__cors__allowed_origins",
@@ -381,10 +389,19 @@ fn environment_overrides() {
     assert_eq!(config.storage.retention_max_bytes, Some(1_000_000));
     assert_eq!(config.rate_limits.burst, 7);
     // WALD_ADMIN_KEY replaces the file's hashed admin key.
-    assert_eq!(config.auth.admin_key.as_deref(), Some("from-env"));
+    assert_eq!(
+        config.auth.admin_key.as_deref(),
+        Some("from-env-0123456789abcdef0123456789")
+    );
     assert_eq!(config.auth.admin_key_sha256, None);
     config.validate().unwrap();
-    assert!(config.auth.verify("from-env").unwrap().admin);
+    assert!(
+        config
+            .auth
+            .verify("from-env-0123456789abcdef0123456789")
+            .unwrap()
+            .admin
+    );
 
     // An empty value unsets an optional key.
     config
@@ -507,13 +524,31 @@ fn key_verification() {
 }
 
 #[test]
-fn no_keys_means_open_unless_required() {
+fn closed_unless_open() {
     let config = Config::default();
-    assert!(!config.auth.requires_api_key());
+    assert!(
+        config.auth.requires_api_key(),
+        "keys are required by default"
+    );
     assert!(config.auth.verify("anything").is_none());
-    let config = parse("[auth]\nadmin_key = \"a\"\nrequire_api_key = true").unwrap();
+    let config = parse("[auth]\nopen = true").unwrap();
     config.validate().unwrap();
-    assert!(config.auth.keyring().requires_api_key());
+    assert!(!config.auth.keyring().requires_api_key());
+}
+
+#[test]
+fn the_admin_key_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.key");
+    std::fs::write(&file, format!("{}\n", "k".repeat(40))).unwrap();
+    let mut config = Config::default();
+    config.auth.admin_key_file = Some(file);
+    config.auth.read_admin_key_file().unwrap();
+    config.validate().unwrap();
+    assert!(config.auth.verify(&"k".repeat(40)).unwrap().admin);
+    config.auth.admin_key_file = Some(dir.path().join("missing"));
+    let e = config.auth.read_admin_key_file().unwrap_err().to_string();
+    assert!(e.contains("auth.admin_key_file"), "{e}");
 }
 
 #[test]

@@ -236,6 +236,29 @@ pub struct DlqItem {
     pub entry: Option<DlqEntry>,
 }
 
+impl DlqIndex {
+    /// The index record as served: credentials scrubbed from the reason ([`crate::redact`]).
+    #[must_use]
+    pub fn redacted(mut self) -> Self {
+        self.reason = crate::redact::text(&self.reason).into_owned();
+        self
+    }
+}
+
+impl DlqItem {
+    /// The item as served: the original message's target configurations redacted, and
+    /// credentials scrubbed from the reasons ([`crate::redact`]).
+    #[must_use]
+    pub fn redacted(mut self) -> Self {
+        self.index = self.index.redacted();
+        if let Some(e) = &mut self.entry {
+            e.message.target = e.message.target.take().map(crate::redact::targets_owned);
+            e.reason = crate::redact::text(&e.reason).into_owned();
+        }
+        self
+    }
+}
+
 /// A namespace's entries with `status` (any when `None`) that arrived in `[from, to)`,
 /// oldest first, after `after` (a message id cursor), at most `limit`.
 ///

@@ -47,7 +47,7 @@ pub struct Hub {
     /// Shared connections and the in-memory cache.
     pub ctx: TargetContext,
     /// Adapters by their target's JSON (targets with one config share one adapter).
-    adapters: Mutex<HashMap<String, Arc<dyn Target>>>,
+    adapters: Mutex<HashMap<[u8; 32], Arc<dyn Target>>>,
     /// Metrics.
     pub metrics: metrics::DeliveryMetrics,
     /// Background tasks.
@@ -56,8 +56,18 @@ pub struct Hub {
     wakes: Mutex<HashMap<(String, u32), Arc<Notify>>>,
 }
 
-/// Most adapters cached (targets named per message can be many).
-const MAX_ADAPTERS: usize = 10_000;
+/// Most adapters cached. Keys are SHA-256 digests of the target's JSON (whose `config` is at
+/// most [`crate::model::target::MAX_TARGET_CONFIG_BYTES`]); targets are the namespaces'
+/// (ad-hoc ones only where a namespace accepts them), so the set is small; past the bound the
+/// cache starts over.
+const MAX_ADAPTERS: usize = 1_024;
+
+/// The cache key of a target: the digest of its JSON.
+fn adapter_key(cfg: &TargetConfig) -> Result<[u8; 32], serde_json::Error> {
+    use sha2::Digest as _;
+    let json = serde_json::to_vec(cfg)?;
+    Ok(sha2::Sha256::digest(&json).into())
+}
 
 impl Hub {
     /// A hub registering its metrics in `registry`.
@@ -66,11 +76,19 @@ impl Hub {
     /// A metrics registration conflict (a bug).
     pub fn new(
         config: DeliveryConfig,
+        egress: &crate::config::EgressConfig,
         registry: &crate::metrics::Metrics,
     ) -> Result<Self, prometheus::Error> {
         let timeout = Duration::from_millis(config.target_timeout_ms);
+        let egress = crate::egress::EgressPolicy::new(egress);
+        if let Some(root) = &config.file_root {
+            if let Err(e) = std::fs::create_dir_all(root) {
+                tracing::error!(root = %root.display(), error = %e, "cannot create delivery.file_root; file targets will fail");
+            }
+        }
         Ok(Self {
-            ctx: TargetContext::new(timeout, Arc::new(MemoryCache::default())),
+            ctx: TargetContext::new(timeout, Arc::new(MemoryCache::default()), egress)
+                .with_file_root(config.file_root.clone()),
             config,
             adapters: Mutex::new(HashMap::new()),
             metrics: metrics::DeliveryMetrics::new(registry)?,
@@ -84,7 +102,7 @@ impl Hub {
     /// # Errors
     /// The target's config cannot work (the fields named).
     pub fn adapter(&self, cfg: &TargetConfig) -> Result<Arc<dyn Target>, String> {
-        let key = serde_json::to_string(cfg).map_err(|e| e.to_string())?;
+        let key = adapter_key(cfg).map_err(|e| e.to_string())?;
         let mut map = self.adapters.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(a) = map.get(&key) {
             return Ok(Arc::clone(a));
@@ -100,6 +118,15 @@ impl Hub {
         }
         map.insert(key, Arc::clone(&a));
         Ok(a)
+    }
+
+    /// Adapters cached now (at most 1,024).
+    #[must_use]
+    pub fn cached_adapters(&self) -> usize {
+        self.adapters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Checks that every target can be delivered to by this build (its adapter builds);
@@ -132,7 +159,7 @@ impl Hub {
     /// The target's failing fields.
     pub fn check_target(&self, path: &str, t: &TargetConfig) -> Result<(), Vec<FieldError>> {
         // A config already built (and cached) is known good: no build on the write path.
-        let key = serde_json::to_string(t).unwrap_or_default();
+        let key = adapter_key(t).map_err(|e| vec![FieldError::new(path, e.to_string())])?;
         let cached = self
             .adapters
             .lock()

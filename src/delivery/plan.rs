@@ -25,10 +25,21 @@ pub struct Plan {
 /// The stored `target` or `lifecycle` is not what the write path stores (a record written by
 /// something else): the message cannot be delivered.
 pub fn plan(msg: &StoredMessage, ns: &Namespace) -> Result<Plan, String> {
+    // Resolved against the namespace as it is now: a stored reference follows the
+    // operator's current declaration, and a stored target object is delivered only where the
+    // namespace still accepts it (docs/SECURITY.md).
     let targets = match &msg.target {
-        Some(v) => TargetSpec::deserialize_value(v)
-            .map_err(|e| format!("stored target is invalid: {e}"))?
-            .into_vec(),
+        Some(v) => {
+            let refs = TargetSpec::deserialize_value(v)
+                .map_err(|e| format!("stored target is invalid: {e}"))?
+                .into_vec();
+            crate::model::target_ref::resolve(ns, &refs, "target").map_err(|errs| {
+                errs.iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?
+        }
         None => ns.target_configs.clone(),
     };
     let lifecycle: LifecycleConfig = match &msg.lifecycle {
@@ -99,6 +110,11 @@ mod tests {
             ),
             Some(json!({"ttl": 120, "enableDLQ": false, "retryPolicy": {"maxAttempts": 5}})),
         );
+        assert!(
+            plan(&m, &ns).unwrap_err().contains("adHocTargets"),
+            "a stored target object is refused unless the namespace accepts them"
+        );
+        ns.ad_hoc_targets = true;
         let p = plan(&m, &ns).unwrap();
         assert_eq!(p.targets.len(), 1, "disabled targets are dropped");
         assert_eq!(p.targets[0].identifier, "a");
@@ -106,6 +122,21 @@ mod tests {
         assert_eq!(p.ttl_ms, 120_000);
         assert_eq!(p.policy.max_attempts, 5);
         assert_eq!(p.policy.initial_delay_ms, ns.retry_policy.initial_delay_ms);
+    }
+
+    #[test]
+    fn a_stored_reference_follows_the_namespace_and_a_stored_file_target_is_refused() {
+        let mut ns = Namespace::new("ns");
+        ns.target_configs = vec![serde_json::from_value(
+            json!({"type":"webhook","identifier":"h","config":{"url":"http://127.0.0.1:1/new"}}),
+        )
+        .unwrap()];
+        let p = plan(&msg(Some(json!("h")), None), &ns).unwrap();
+        assert_eq!(p.targets[0].config["url"], "http://127.0.0.1:1/new");
+        ns.ad_hoc_targets = true;
+        let file = json!({"type":"file_system","identifier":"f","config":{"path":"/tmp/x"}});
+        assert!(plan(&msg(Some(file), None), &ns).is_err());
+        assert!(plan(&msg(Some(json!("gone")), None), &ns).is_err());
     }
 
     #[test]

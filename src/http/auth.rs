@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 
 use super::error::{ApiError, ErrorCode};
 use super::ratelimit::Limits;
+use super::throttle::ClientAddr;
 use crate::app::{App, NamespaceRuntime};
 use crate::config::KeyIdentity;
 
@@ -43,6 +44,31 @@ fn presented(parts: &Parts) -> Result<Option<&str>, ApiError> {
     Ok(None)
 }
 
+/// Whose key `key` is; an unknown key counts against the client's address, and an address
+/// over `[auth] failed_auth_per_minute` is answered 429 before its key is looked at.
+fn verify_key<'a>(
+    parts: &Parts,
+    app: &'a App,
+    key: &str,
+) -> Result<&'a crate::config::KeyIdentity, ApiError> {
+    let addr = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+    let limit = app.config.auth.failed_auth_per_minute;
+    let now = Instant::now();
+    if let Some(wait) = addr.and_then(|a| app.auth_failures.blocked(a, limit, now)) {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many failed authentications from this address; retry in {wait} s"),
+        )
+        .retry_after(wait));
+    }
+    app.keys.verify(key).ok_or_else(|| {
+        if let Some(a) = addr {
+            app.auth_failures.failed(a, now);
+        }
+        ApiError::new(ErrorCode::Unauthorized, "unknown API key")
+    })
+}
+
 impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
@@ -51,10 +77,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
         match presented(parts)? {
-            Some(key) => match app.keys.verify(key) {
-                Some(who) => Ok(Self(Some(who.clone()))),
-                None => Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key")),
-            },
+            Some(key) => verify_key(parts, app, key).map(|who| Self(Some(who.clone()))),
             None if app.keys.requires_api_key() => Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 "an API key is required (X-API-Key or Authorization: Bearer)",
@@ -81,13 +104,12 @@ impl FromRequestParts<Arc<App>> for Admin {
                 "the admin key is required for this route",
             ));
         };
-        match app.keys.verify(key) {
-            Some(who) if who.admin => Ok(Self(who.clone())),
-            Some(_) => Err(ApiError::new(
+        match verify_key(parts, app, key)? {
+            who if who.admin => Ok(Self(who.clone())),
+            _ => Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "this route needs the admin key",
             )),
-            None => Err(ApiError::new(ErrorCode::Unauthorized, "unknown API key")),
         }
     }
 }
@@ -103,14 +125,21 @@ pub fn authorize_namespace(
     ns: &NamespaceRuntime,
     name: &str,
 ) -> Result<(), ApiError> {
+    let listed = ns
+        .spec
+        .access_control
+        .as_ref()
+        .map(|a| &a.allowed_api_keys)
+        .filter(|l| !l.is_empty());
+    if caller.0.is_none() && listed.is_some() {
+        // `open = true` serves anonymous callers, but never where the namespace names keys.
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("namespace '{name}' accepts only the API keys its accessControl allows"),
+        ));
+    }
     if let Some(who) = &caller.0 {
         if !who.admin {
-            let listed = ns
-                .spec
-                .access_control
-                .as_ref()
-                .map(|a| &a.allowed_api_keys)
-                .filter(|l| !l.is_empty());
             let by_namespace = listed.is_none_or(|l| l.contains(&who.id));
             if !who.namespaces.allows(name) || !by_namespace {
                 return Err(ApiError::new(

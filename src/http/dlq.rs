@@ -89,15 +89,58 @@ fn field(field: &str, message: impl Into<String>) -> ApiError {
     }])
 }
 
-/// A time given as ms since the epoch or RFC 3339.
+/// A time given as ms since the epoch (at most
+/// [`super::ns_metrics::MAX_TIME_MS`]) or RFC 3339.
 fn time(name: &str, v: Option<&str>) -> Result<Option<u64>, ApiError> {
     let Some(v) = v else { return Ok(None) };
-    if let Ok(ms) = v.parse::<u64>() {
-        return Ok(Some(ms));
-    }
-    parse_rfc3339_ms(v)
+    let ms = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only: a number too large for u64 is out of range like u64::MAX.
+        v.parse::<u64>().unwrap_or(u64::MAX)
+    } else {
+        parse_rfc3339_ms(v)
+            .ok_or_else(|| field(name, "must be ms since the epoch or an RFC 3339 time"))?
+    };
+    super::ns_metrics::check_time(name, ms)
         .map(Some)
-        .ok_or_else(|| field(name, "must be ms since the epoch or an RFC 3339 time"))
+        .map_err(|e| ApiError::validation(vec![e]))
+}
+
+/// Counts the bytes written to it (the size of an answer without building it).
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self
+            .0
+            .saturating_add(u64::try_from(buf.len()).unwrap_or(u64::MAX));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Loads the entries of a `full` listing in order while they fit `budget` bytes as JSON (at
+/// least one); the first left out, if any, is returned as well.
+fn load_entries(
+    app: &App,
+    ns: &str,
+    items: &mut Vec<DlqItem>,
+    budget: u64,
+) -> Result<Option<DlqItem>, DlqError> {
+    let mut bytes = 0u64;
+    for i in 0..items.len() {
+        let entry = dlq::read_entry(app, ns, &items[i].message_id, &items[i].index)?;
+        let mut size = Counter(0);
+        let _ = serde_json::to_writer(&mut size, &entry);
+        if i > 0 && bytes.saturating_add(size.0) > budget {
+            let rest = items.split_off(i);
+            return Ok(rest.into_iter().next());
+        }
+        bytes = bytes.saturating_add(size.0);
+        items[i].entry = Some(entry);
+    }
+    Ok(None)
 }
 
 fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
@@ -126,7 +169,9 @@ pub struct ListQuery {
     pub to: Option<String>,
     /// Most entries (default 100, at most 1000).
     pub limit: Option<usize>,
-    /// Include each entry's message and attempts (default false).
+    /// Include each entry's message and attempts (default false). Such a page stops early
+    /// once it would pass `[server] max_read_bytes` (at least one entry; `nextFrom`
+    /// continues).
     pub full: Option<bool>,
 }
 
@@ -183,22 +228,37 @@ pub async fn list(
         return Err(field("limit", "must be 1 to 1000"));
     }
     let full = q.full.unwrap_or(false);
+    let budget = app.config.server.max_read_bytes;
     let app2 = Arc::clone(&app);
     let ns2 = ns.clone();
-    let mut entries = tokio::task::spawn_blocking(move || {
-        dlq::list(&app2, &ns2, status, from, to, limit + 1, full)
+    let (mut entries, left_out) = tokio::task::spawn_blocking(move || {
+        let mut items = dlq::list(&app2, &ns2, status, from, to, limit + 1, false)?;
+        let mut left_out = None;
+        if items.len() > limit {
+            left_out = items.pop();
+        }
+        if full {
+            if let Some(first) = load_entries(&app2, &ns2, &mut items, budget)? {
+                left_out = Some(first);
+            }
+        }
+        Ok::<_, DlqError>((items, left_out))
     })
     .await
     .map_err(ApiError::internal)??;
-    let next_from = (entries.len() > limit).then(|| {
-        entries.truncate(limit);
-        entries
-            .last()
-            .map_or(from, |e| e.index.dead_lettered_at_ms + 1)
+    entries.truncate(limit);
+    // Continue at the first entry left out, unless it shares its millisecond with the last
+    // one returned (then after that millisecond, as `from` is a time).
+    let next_from = left_out.map(|next| {
+        let last = entries.last().map(|e| e.index.dead_lettered_at_ms);
+        match last {
+            Some(l) if l >= next.index.dead_lettered_at_ms => l.saturating_add(1),
+            _ => next.index.dead_lettered_at_ms,
+        }
     });
     Ok(Json(DlqPage {
         namespace: ns,
-        entries,
+        entries: entries.into_iter().map(DlqItem::redacted).collect(),
         next_from,
     }))
 }
@@ -218,7 +278,7 @@ pub async fn read(
     Path((ns, id)): Path<(String, String)>,
 ) -> Result<Json<DlqItem>, ApiError> {
     let ns = namespace(&app, &ns)?;
-    Ok(Json(dlq::get(&app, &ns, &id)?))
+    Ok(Json(dlq::get(&app, &ns, &id)?.redacted()))
 }
 
 /// Discards one dead-letter entry (recorded with its time).
@@ -237,7 +297,7 @@ pub async fn discard(
     Path((ns, id)): Path<(String, String)>,
 ) -> Result<Json<DlqIndex>, ApiError> {
     let ns = namespace(&app, &ns)?;
-    Ok(Json(dlq::discard(&app, &ns, &id)?))
+    Ok(Json(dlq::discard(&app, &ns, &id)?.redacted()))
 }
 
 /// Body of a single replay.
@@ -276,7 +336,7 @@ pub async fn replay_one(
         crate::model::write::check_payload(p).map_err(|m| field("payload", m))?;
     }
     let (ix, _) = dlq::start_replay(&app, &ns, &id, req.payload)?;
-    Ok((StatusCode::ACCEPTED, Json(ix)))
+    Ok((StatusCode::ACCEPTED, Json(ix.redacted())))
 }
 
 /// Body of a bulk replay.
@@ -310,9 +370,12 @@ pub async fn replay_all(
     let req: ReplayAll = json_body(&body)?;
     let since = match &req.since {
         None | Some(serde_json::Value::Null) => 0,
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| field("since", "must be ms since the epoch or an RFC 3339 time"))?,
+        Some(serde_json::Value::Number(n)) => {
+            let ms = n
+                .as_u64()
+                .ok_or_else(|| field("since", "must be ms since the epoch or an RFC 3339 time"))?;
+            super::ns_metrics::check_time("since", ms).map_err(|e| ApiError::validation(vec![e]))?
+        }
         Some(serde_json::Value::String(s)) => time("since", Some(s))?.unwrap_or(0),
         Some(_) => {
             return Err(field(
@@ -351,6 +414,9 @@ pub async fn replay_log(
     }
     if req.from_offset.is_some() && req.from_time.is_some() {
         return Err(field("fromTime", "give fromOffset or fromTime, not both"));
+    }
+    if let Some(t) = req.from_time {
+        super::ns_metrics::check_time("fromTime", t).map_err(|e| ApiError::validation(vec![e]))?;
     }
     if let (Some(f), Some(t)) = (req.from_offset, req.to_offset) {
         if t < f {

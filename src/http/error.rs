@@ -28,6 +28,11 @@ pub enum ErrorCode {
     Forbidden,
     /// 403: the namespace exists but is disabled.
     NamespaceDisabled,
+    /// 403: the `Host` header names no host of `[server] allowed_hosts` (DNS rebinding).
+    HostNotAllowed,
+    /// 403: the `Origin` header names a site that is neither this host nor one of
+    /// `[server.cors] allowed_origins`.
+    OriginNotAllowed,
     /// 404: no such namespace.
     NamespaceNotFound,
     /// 404: no such message.
@@ -60,6 +65,9 @@ pub enum ErrorCode {
     Overloaded,
     /// 503: the service is shutting down.
     ShuttingDown,
+    /// 503: the server holds its most connections (`[server] max_connections`); the new
+    /// connection is answered with this and closed.
+    TooManyConnections,
     /// 504: the request took longer than the request timeout.
     RequestTimeout,
     /// 500: a bug; the request id is in the logs.
@@ -74,7 +82,10 @@ impl ErrorCode {
             Self::ValidationError | Self::MalformedJson => StatusCode::BAD_REQUEST,
             Self::NotOwner => StatusCode::TEMPORARY_REDIRECT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::NamespaceDisabled => StatusCode::FORBIDDEN,
+            Self::Forbidden
+            | Self::NamespaceDisabled
+            | Self::HostNotAllowed
+            | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::NamespaceNotFound
             | Self::MessageNotFound
             | Self::TransactionNotFound
@@ -89,6 +100,7 @@ impl ErrorCode {
             Self::StorageUnavailable | Self::DiskFull | Self::Overloaded | Self::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }

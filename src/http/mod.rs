@@ -9,11 +9,13 @@ pub mod docs;
 pub mod error;
 pub mod headers;
 pub mod health;
+pub mod hosts;
 pub mod namespaces;
 pub mod ns_metrics;
 pub mod ratelimit;
 pub mod read;
 pub mod request_id;
+pub mod throttle;
 pub mod txn;
 pub mod wal;
 
@@ -33,7 +35,11 @@ async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let ns = namespace_label(req.uri().path());
+    // Only namespaces that exist become label values: a URL segment of an unknown name (or
+    // of an unauthenticated request for one) never grows the series set.
+    let ns = namespace_label(req.uri().path())
+        .filter(|n| app.namespace(n).is_some())
+        .unwrap_or_else(|| "-".to_owned());
     let resp = next.run(req).await;
     app.metrics
         .requests
@@ -42,17 +48,17 @@ async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     resp
 }
 
-/// The namespace named in the path, for labels (the write's namespace is in the body: "-").
-fn namespace_label(path: &str) -> String {
+/// The namespace named in the path, if any (the write's namespace is in the body).
+fn namespace_label(path: &str) -> Option<String> {
     let mut parts = path.split('/');
     while let Some(p) = parts.next() {
         if p == "namespace" || p == "namespaces" {
-            if let Some(n) = parts.next() {
-                return crate::model::namespace::normalise_namespace_name(n);
-            }
+            return parts
+                .next()
+                .map(crate::model::namespace::normalise_namespace_name);
         }
     }
-    "-".to_owned()
+    None
 }
 
 /// The whole API.
@@ -82,6 +88,11 @@ pub fn router(app: Arc<App>) -> Router {
             timeout,
         ));
     r = cors::apply(r, &app);
+    // Outside CORS: a preflight from a foreign origin is refused too.
+    r = r.layer(middleware::from_fn_with_state(
+        Arc::clone(&app),
+        hosts::check,
+    ));
     r.layer(middleware::from_fn(error::envelope))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(app)

@@ -1,5 +1,10 @@
 //! `/api/v1/namespaces[/{ns}]`: namespace administration (admin key), persisted in the
 //! state store's registry (synced) and applied at once.
+//!
+//! Namespaces are served redacted ([`crate::redact`]): target secrets, secret headers,
+//! passwords and URL credentials read `"<set>"`. A PUT that sends `"<set>"` back keeps the
+//! stored secret at that place; a `"<set>"` with no stored secret behind it (a create, a new
+//! target, a changed URL) is refused with 400 naming the field.
 
 use std::sync::Arc;
 
@@ -26,7 +31,13 @@ pub fn router() -> Router<Arc<App>> {
         )
 }
 
-fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Namespace, ApiError> {
+/// Parses a namespace document. `stored`: the namespace it replaces (unredacted), whose
+/// secrets stand behind the `"<set>"` placeholders of the document.
+fn parse(
+    headers: &HeaderMap,
+    body: &[u8],
+    stored: Option<&serde_json::Value>,
+) -> Result<Namespace, ApiError> {
     let json = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -41,6 +52,19 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Namespace, ApiError> {
             "Content-Type must be application/json",
         ));
     }
+    let restored;
+    let body = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut doc) => {
+            let errs = crate::redact::restore_namespace(&mut doc, stored);
+            if !errs.is_empty() {
+                return Err(ApiError::validation(errs));
+            }
+            restored = serde_json::to_vec(&doc).map_err(ApiError::internal)?;
+            restored.as_slice()
+        }
+        // Not JSON: the parser below names the error.
+        Err(_) => body,
+    };
     let mut ns = Namespace::from_json(body).map_err(ApiError::validation)?;
     ns.normalise();
     ns.validate().map_err(ApiError::validation)?;
@@ -93,11 +117,16 @@ async fn persist_and_install(app: Arc<App>, ns: Namespace) -> Result<Namespace, 
     .map_err(ApiError::internal)?
 }
 
+/// A namespace as served: its secrets redacted.
+fn served(ns: &Namespace) -> Result<serde_json::Value, ApiError> {
+    crate::redact::namespace_json(ns).map_err(ApiError::internal)
+}
+
 /// Creates a namespace.
 #[utoipa::path(
     post, path = "/api/v1/namespaces", tag = "namespaces", request_body = Namespace,
     responses(
-        (status = 201, description = "Created", body = Namespace),
+        (status = 201, description = "Created (secrets read `<set>`)", body = Namespace),
         (status = 400, description = "Invalid; details name every failing field", body = super::error::ErrorEnvelope),
         (status = 401, description = "No key", body = super::error::ErrorEnvelope),
         (status = 403, description = "Not the admin key", body = super::error::ErrorEnvelope),
@@ -110,8 +139,8 @@ pub async fn create(
     _admin: Admin,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Namespace>), ApiError> {
-    let mut ns = parse(&headers, &body)?;
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let mut ns = parse(&headers, &body, None)?;
     super::cluster::check_owner(&app, &ns.name, "/api/v1/namespaces")?;
     app.delivery
         .check_targets("targetConfigs", &ns.target_configs)
@@ -127,32 +156,35 @@ pub async fn create(
     ns.created_at = Some(now.clone());
     ns.updated_at = Some(now);
     let ns = persist_and_install(app, ns).await?;
-    Ok((StatusCode::CREATED, Json(ns)))
+    Ok((StatusCode::CREATED, Json(served(&ns)?)))
 }
 
 /// Lists namespaces.
 #[utoipa::path(
     get, path = "/api/v1/namespaces", tag = "namespaces",
-    responses((status = 200, description = "Every namespace", body = Vec<Namespace>),
+    responses((status = 200, description = "Every namespace (secrets read `<set>`)", body = Vec<Namespace>),
         (status = 401, description = "No key", body = super::error::ErrorEnvelope),
         (status = 403, description = "Not the admin key", body = super::error::ErrorEnvelope)),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn list(State(app): State<Arc<App>>, _admin: Admin) -> Json<Vec<Namespace>> {
-    Json(
-        app.all_namespaces()
-            .iter()
-            .filter(|n| app.config.cluster.owns(&n.spec.name))
-            .map(|n| n.spec.clone())
-            .collect(),
-    )
+pub async fn list(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let list = app
+        .all_namespaces()
+        .iter()
+        .filter(|n| app.config.cluster.owns(&n.spec.name))
+        .map(|n| served(&n.spec))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(list))
 }
 
 /// Reads a namespace.
 #[utoipa::path(
     get, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
     params(("namespace" = String, Path, description = "The namespace")),
-    responses((status = 200, description = "The namespace", body = Namespace),
+    responses((status = 200, description = "The namespace (secrets read `<set>`)", body = Namespace),
         (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope)),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -160,18 +192,18 @@ pub async fn read(
     State(app): State<Arc<App>>,
     _admin: Admin,
     Path(name): Path<String>,
-) -> Result<Json<Namespace>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let name = normalise_namespace_name(&name);
-    app.namespace(&name)
-        .map(|n| Json(n.spec.clone()))
-        .ok_or_else(|| not_found(&name))
+    let ns = app.namespace(&name).ok_or_else(|| not_found(&name))?;
+    Ok(Json(served(&ns.spec)?))
 }
 
-/// Replaces a namespace's settings (the partition count may grow, never shrink).
+/// Replaces a namespace's settings (the partition count may grow, never shrink). A secret
+/// sent back as `"<set>"` (as a GET shows it) keeps its stored value.
 #[utoipa::path(
     put, path = "/api/v1/namespaces/{namespace}", tag = "namespaces", request_body = Namespace,
     params(("namespace" = String, Path, description = "The namespace")),
-    responses((status = 200, description = "Replaced", body = Namespace),
+    responses((status = 200, description = "Replaced (secrets read `<set>`)", body = Namespace),
         (status = 400, description = "Invalid", body = super::error::ErrorEnvelope),
         (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope)),
     security(("api_key" = []), ("bearer" = []))
@@ -182,10 +214,11 @@ pub async fn replace(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Namespace>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let name = normalise_namespace_name(&name);
     let current = app.namespace(&name).ok_or_else(|| not_found(&name))?;
-    let mut ns = parse(&headers, &body)?;
+    let stored = serde_json::to_value(&current.spec).map_err(ApiError::internal)?;
+    let mut ns = parse(&headers, &body, Some(&stored))?;
     app.delivery
         .check_targets("targetConfigs", &ns.target_configs)
         .map_err(ApiError::validation)?;
@@ -209,7 +242,8 @@ pub async fn replace(
     }
     ns.created_at.clone_from(&current.spec.created_at);
     ns.updated_at = Some(rfc3339_ms(wald_storage::now_ms()));
-    Ok(Json(persist_and_install(app, ns).await?))
+    let ns = persist_and_install(app, ns).await?;
+    Ok(Json(served(&ns)?))
 }
 
 /// Deletes a namespace and its data.

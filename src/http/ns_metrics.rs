@@ -20,6 +20,26 @@ use crate::model::validate::FieldError;
 /// The default range: the last hour.
 const DEFAULT_RANGE_MS: u64 = 3_600_000;
 
+/// The latest time a query may name: 9999-12-31T23:59:59.999Z, the last instant an
+/// RFC 3339 timestamp can write. A larger number of milliseconds is refused with a 400 that
+/// names the parameter (the read and DLQ APIs use the same bound).
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
+
+/// `ms` when it is at most [`MAX_TIME_MS`], else the error naming `field`.
+pub(crate) fn check_time(field: &str, ms: u64) -> Result<u64, FieldError> {
+    if ms <= MAX_TIME_MS {
+        Ok(ms)
+    } else {
+        Err(FieldError {
+            field: field.into(),
+            message: format!(
+                "out of range: at most {MAX_TIME_MS} ms since the epoch ({})",
+                rfc3339_ms(MAX_TIME_MS)
+            ),
+        })
+    }
+}
+
 /// The route of this resource.
 pub fn router() -> Router<Arc<App>> {
     Router::new().route(
@@ -113,18 +133,20 @@ pub struct NamespaceMetrics {
 fn parse_time(field: &str, text: &str) -> Result<u64, FieldError> {
     let t = text.trim();
     let parsed = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        t.parse::<u64>().ok()
+        // Digits only: a number too large for u64 is as out of range as u64::MAX.
+        Some(t.parse::<u64>().unwrap_or(u64::MAX))
     } else if t.len() == 10 {
         parse_rfc3339_ms(&format!("{t}T00:00:00Z"))
     } else {
         parse_rfc3339_ms(t)
     };
-    parsed.ok_or_else(|| FieldError {
+    let ms = parsed.ok_or_else(|| FieldError {
         field: field.into(),
         message: format!(
             "{text:?} is neither an ISO 8601 time (2025-10-03T10:30:00Z) nor milliseconds since the epoch"
         ),
-    })
+    })?;
+    check_time(field, ms)
 }
 
 /// The range of a query: `(from, to)` in ms, with the defaults applied.
@@ -186,9 +208,13 @@ pub async fn namespace_metrics(
     let (from, to) = range(&q, now)?;
     let w = app.metrics.series.query(&name, from, to);
     let t = &w.totals;
-    let total = t.writes + t.duplicates + t.errors;
+    let answered = t.writes.saturating_add(t.duplicates);
+    let total = answered.saturating_add(t.errors);
     // The minutes counted, from the first one's start to the last one's end (or now).
-    let span_ms = ((to / BUCKET_MS + 1) * BUCKET_MS)
+    // Saturating: `to` is bounded by MAX_TIME_MS, but the arithmetic must not trust that.
+    let span_ms = (to / BUCKET_MS)
+        .saturating_add(1)
+        .saturating_mul(BUCKET_MS)
         .min(now.max(from))
         .saturating_sub(from / BUCKET_MS * BUCKET_MS)
         .max(1000);
@@ -207,7 +233,7 @@ pub async fn namespace_metrics(
             duplicates: t.duplicates,
             errors: t.errors,
             bytes: t.bytes,
-            success_rate: ratio(t.writes + t.duplicates, total),
+            success_rate: ratio(answered, total),
             error_rate: ratio(t.errors, total),
             average_latency: t.mean_latency_ms(),
             throughput: t.writes as f64 * 1000.0 / span_ms as f64,
@@ -249,6 +275,19 @@ mod tests {
         assert_eq!(parse_time("to", "yesterday").unwrap_err().field, "to");
         assert!(parse_time("to", "").is_err());
         assert!(parse_time("to", "-5").is_err());
+        assert_eq!(
+            parse_time("to", &MAX_TIME_MS.to_string()).unwrap(),
+            MAX_TIME_MS
+        );
+        let e = parse_time("to", "18446744073709551615").unwrap_err();
+        assert_eq!(e.field, "to");
+        assert!(e.message.contains("out of range"), "{}", e.message);
+        assert!(parse_time("from", "253402300800000").is_err());
+        assert!(parse_time("from", "99999999999999999999999").is_err());
+        assert_eq!(
+            parse_time("to", "9999-12-31").unwrap(),
+            MAX_TIME_MS - 86_399_999
+        );
     }
 
     #[test]

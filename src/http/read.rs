@@ -2,12 +2,16 @@
 //! delivery status) and `GET /api/v1/wal/namespace/{ns}/messages` (a partition's records in
 //! order, with the offset to continue from).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{authorize_namespace, Caller};
@@ -26,7 +30,55 @@ pub fn router() -> Router<Arc<App>> {
             "/api/v1/wal/namespace/{namespace}/messages",
             get(read_messages),
         )
+        .layer(Extension(Arc::new(ReadGate::default())))
 }
+
+/// How long a read waits for a slot (`[server] max_concurrent_reads`) before it is
+/// answered 503.
+const READ_SLOT_WAIT: Duration = Duration::from_secs(1);
+
+/// The slots of the read API (`[server] max_concurrent_reads`), made on first use from the
+/// configuration; one per router, so per server.
+#[derive(Debug, Default)]
+pub struct ReadGate {
+    slots: OnceLock<Arc<Semaphore>>,
+}
+
+impl ReadGate {
+    /// A slot for one read: waits up to [`READ_SLOT_WAIT`], then 503 `OVERLOADED`.
+    async fn enter(&self, app: &App) -> Result<OwnedSemaphorePermit, ApiError> {
+        let max = app.config.server.max_concurrent_reads;
+        let slots = self.slots.get_or_init(|| {
+            Arc::new(Semaphore::new(
+                usize::try_from(max)
+                    .unwrap_or(1)
+                    .clamp(1, Semaphore::MAX_PERMITS),
+            ))
+        });
+        match tokio::time::timeout(READ_SLOT_WAIT, Arc::clone(slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(ApiError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "{max} reads are being served (server.max_concurrent_reads); retry shortly"
+                ),
+            )
+            .retry_after(1)),
+        }
+    }
+}
+
+/// What a record is counted for against `[server] max_read_bytes`: its bytes as stored
+/// plus a little for the answer's fields around it.
+fn record_bytes(rec: &wald_storage::StoredRecord) -> u64 {
+    let headers: usize = rec.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    u64::try_from(rec.payload.len() + rec.key.len() + headers)
+        .unwrap_or(u64::MAX)
+        .saturating_add(RECORD_OVERHEAD_BYTES)
+}
+
+/// The fields of a message view besides its stored bytes (ids, times, status, targets).
+const RECORD_OVERHEAD_BYTES: u64 = 512;
 
 /// A message read back.
 #[derive(Debug, Serialize, ToSchema)]
@@ -157,7 +209,7 @@ fn view(
         partition,
         offset: rec.offset,
         payload: m.payload,
-        target: m.target,
+        target: m.target.map(crate::redact::targets_owned),
         lifecycle: m.lifecycle,
         metadata: m.metadata,
         priority: m.priority,
@@ -231,9 +283,11 @@ pub struct ReadQuery {
     pub partition: Option<u32>,
     /// First offset (default: the first held).
     pub from_offset: Option<u64>,
-    /// Or: the first record appended at or after this time (ms since the epoch).
+    /// Or: the first record appended at or after this time (ms since the epoch, at most
+    /// 253402300799999 = 9999-12-31T23:59:59.999Z).
     pub from_time: Option<u64>,
-    /// Most records to return (default 100, at most 1000).
+    /// Most records to return (default 100, at most 1000). Fewer come back when they would
+    /// pass the byte budget (`[server] max_read_bytes`; at least one always does).
     pub limit: Option<usize>,
 }
 
@@ -249,6 +303,10 @@ pub struct ReadPage {
     pub messages: Vec<MessageView>,
     /// The offset to pass as `fromOffset` to continue.
     pub next_offset: u64,
+    /// True when the page stopped at the byte budget (`[server] max_read_bytes`) before
+    /// `limit`: more records follow from `nextOffset`. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// Reads (replays) a partition's records in order.
@@ -260,15 +318,17 @@ pub struct ReadPage {
         (status = 400, description = "Invalid query", body = super::error::ErrorEnvelope),
         (status = 404, description = "Unknown namespace", body = super::error::ErrorEnvelope),
         (status = 416, description = "fromOffset outside the log", body = super::error::ErrorEnvelope),
+        (status = 503, description = "Too many reads at once (server.max_concurrent_reads); Retry-After", body = super::error::ErrorEnvelope),
     ),
     security((), ("api_key" = []), ("bearer" = []))
 )]
 pub async fn read_messages(
     State(app): State<Arc<App>>,
+    Extension(gate): Extension<Arc<ReadGate>>,
     caller: Caller,
     Path(namespace): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ReadPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query?;
     let name = crate::model::namespace::normalise_namespace_name(&namespace);
     let ns = lookup_namespace(&app, &name)?;
@@ -290,6 +350,9 @@ pub async fn read_messages(
             message: "give fromOffset or fromTime, not both".into(),
         }]));
     }
+    if let Some(t) = q.from_time {
+        super::ns_metrics::check_time("fromTime", t).map_err(|e| ApiError::validation(vec![e]))?;
+    }
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::validation(vec![FieldError {
@@ -297,35 +360,52 @@ pub async fn read_messages(
             message: "must be 1..=1000".into(),
         }]));
     }
-    let (records, next) = tokio::task::spawn_blocking(move || -> Result<_, wald_storage::Error> {
-        let mut reader = match (q.from_offset, q.from_time) {
-            (_, Some(t)) => log.read_from_time(t)?,
-            (Some(o), None) => log.read_from(o)?,
-            (None, None) => log.read_from(log.stats().first_offset)?,
-        };
-        let mut out = Vec::with_capacity(limit.min(1000));
-        for r in reader.by_ref().take(limit) {
-            out.push(r?);
-        }
-        Ok((out, reader.next_offset()))
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let budget = app.config.server.max_read_bytes;
+    let slot = gate.enter(&app).await?;
+    let (records, next, truncated) =
+        tokio::task::spawn_blocking(move || -> Result<_, wald_storage::Error> {
+            let mut reader = match (q.from_offset, q.from_time) {
+                (_, Some(t)) => log.read_from_time(t)?,
+                (Some(o), None) => log.read_from(o)?,
+                (None, None) => log.read_from(log.stats().first_offset)?,
+            };
+            let mut out = Vec::with_capacity(limit.min(64));
+            let mut bytes = 0u64;
+            while out.len() < limit {
+                let Some(r) = reader.next() else { break };
+                let r = r?;
+                let size = record_bytes(&r);
+                if !out.is_empty() && bytes.saturating_add(size) > budget {
+                    // Not returned: the client continues from it.
+                    return Ok((out, r.offset, true));
+                }
+                bytes = bytes.saturating_add(size);
+                out.push(r);
+            }
+            Ok((out, reader.next_offset(), false))
+        })
+        .await
+        .map_err(ApiError::internal)??;
     let messages = records
-        .iter()
+        .into_iter()
         .map(|r| {
             view(
-                r,
+                &r,
                 partition,
                 delivery_record(&app, &name, partition, r.offset),
                 refusals(&app, &name, partition, r.offset),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(ReadPage {
+    // Rendered while the slot is held: the body is the answer's largest copy.
+    let page = Json(ReadPage {
         namespace: name,
         partition,
         messages,
         next_offset: next,
-    }))
+        truncated,
+    })
+    .into_response();
+    drop(slot);
+    Ok(page)
 }

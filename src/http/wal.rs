@@ -151,11 +151,6 @@ pub async fn write(
             max_delay_secs: app.config.server.max_delay_secs,
         })
         .map_err(ApiError::validation)?;
-    if let Some(targets) = &v.targets {
-        app.delivery
-            .check_targets("target", targets)
-            .map_err(ApiError::validation)?;
-    }
     match header_key {
         Some(Err(_)) => {
             return Err(ApiError::validation(vec![FieldError {
@@ -193,6 +188,15 @@ pub async fn write(
             ErrorCode::NamespaceDisabled,
             format!("Namespace '{}' is disabled", v.namespace),
         ));
+    }
+    // The message's targets are the namespace's (checked only after the caller is known to
+    // have access: nothing is built or cached for an anonymous or foreign request).
+    if let Some(refs) = &v.targets {
+        let targets = crate::model::target_ref::resolve(&ns.spec, refs, "target")
+            .map_err(ApiError::validation)?;
+        app.delivery
+            .check_targets("target", &targets)
+            .map_err(ApiError::validation)?;
     }
     let size = body.len() as u64;
     if size > ns.spec.max_message_size {

@@ -35,14 +35,14 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// Adds another bucket's counts to this one (the minute is kept).
+    /// Adds another bucket's counts to this one (the minute is kept), saturating.
     pub fn add(&mut self, o: &Bucket) {
-        self.writes += o.writes;
-        self.bytes += o.bytes;
-        self.errors += o.errors;
-        self.duplicates += o.duplicates;
-        self.latency_sum_us += o.latency_sum_us;
-        self.latency_count += o.latency_count;
+        self.writes = self.writes.saturating_add(o.writes);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.errors = self.errors.saturating_add(o.errors);
+        self.duplicates = self.duplicates.saturating_add(o.duplicates);
+        self.latency_sum_us = self.latency_sum_us.saturating_add(o.latency_sum_us);
+        self.latency_count = self.latency_count.saturating_add(o.latency_count);
     }
 
     /// Mean write latency in milliseconds, when there was a write.
@@ -85,7 +85,7 @@ impl Series {
                 while self
                     .buckets
                     .front()
-                    .is_some_and(|b| b.minute + RETENTION_MINUTES <= minute)
+                    .is_some_and(|b| b.minute.saturating_add(RETENTION_MINUTES) <= minute)
                 {
                     self.buckets.pop_front();
                 }
@@ -148,21 +148,23 @@ impl SeriesStore {
     pub fn record_write(&self, namespace: &str, now_ms: u64, bytes: u64, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.update(namespace, now_ms, |b| {
-            b.writes += 1;
-            b.bytes += bytes;
+            b.writes = b.writes.saturating_add(1);
+            b.bytes = b.bytes.saturating_add(bytes);
             b.latency_sum_us = b.latency_sum_us.saturating_add(us);
-            b.latency_count += 1;
+            b.latency_count = b.latency_count.saturating_add(1);
         });
     }
 
     /// Records a write answered as an idempotent duplicate.
     pub fn record_duplicate(&self, namespace: &str, now_ms: u64) {
-        self.update(namespace, now_ms, |b| b.duplicates += 1);
+        self.update(namespace, now_ms, |b| {
+            b.duplicates = b.duplicates.saturating_add(1)
+        });
     }
 
     /// Records a write that failed on the server's side.
     pub fn record_error(&self, namespace: &str, now_ms: u64) {
-        self.update(namespace, now_ms, |b| b.errors += 1);
+        self.update(namespace, now_ms, |b| b.errors = b.errors.saturating_add(1));
     }
 
     /// Forgets a namespace (deleted).
@@ -242,6 +244,9 @@ mod tests {
                 buckets: Vec::new()
             }
         );
+        // The extremes of a query do not overflow.
+        assert_eq!(s.query("a", u64::MAX, u64::MAX).buckets.len(), 0);
+        assert_eq!(s.query("a", 0, u64::MAX).totals.writes, 2);
         s.remove("a");
         assert!(s.query("a", t0, t0 + 10 * MIN).buckets.is_empty());
     }

@@ -184,6 +184,9 @@ impl MirrorConsumer {
     /// at once, `Ok(false)` when idle.
     async fn step(&mut self) -> Result<bool, MirrorError> {
         if self.mirror.is_none() {
+            // Every (re)connection: the hosts it names are checked against `[egress]`.
+            let policy = crate::egress::EgressPolicy::new(&self.app.config.egress);
+            super::egress::check(&self.spec, &policy).await?;
             self.mirror = Some(build(&self.spec, &self.ns)?);
         }
         self.fill()?;

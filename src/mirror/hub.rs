@@ -238,7 +238,8 @@ impl Hub {
                     if let Some((e, at)) = st.last_error {
                         if at >= last_error_at {
                             last_error_at = at;
-                            m.last_error = Some(e);
+                            // Served by readiness and namespace status: no credentials.
+                            m.last_error = Some(crate::redact::text(&e).into_owned());
                         }
                     }
                     if st.last_refusal.is_some() {

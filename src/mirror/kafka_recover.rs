@@ -78,7 +78,11 @@ pub enum RecoverError {
 ///
 /// # Errors
 /// [`RecoverError`]: Kafka unreachable, a gap in the topic, a record that cannot be appended.
-pub fn recover(ns: &Namespace, logs: &[Arc<Log>]) -> Result<u64, RecoverError> {
+pub fn recover(
+    ns: &Namespace,
+    logs: &[Arc<Log>],
+    egress: &crate::egress::EgressPolicy,
+) -> Result<u64, RecoverError> {
     let specs = config::specs(ns).map_err(|e| {
         RecoverError::Config(
             e.iter()
@@ -87,12 +91,21 @@ pub fn recover(ns: &Namespace, logs: &[Arc<Log>]) -> Result<u64, RecoverError> {
                 .join("; "),
         )
     })?;
-    let Some(settings) = specs.iter().find_map(|s| match &s.settings {
-        Settings::Kafka(k) if s.backend == BackendType::Kafka => Some(k.clone()),
+    let Some((spec, settings)) = specs.iter().find_map(|s| match &s.settings {
+        Settings::Kafka(k) if s.backend == BackendType::Kafka => Some((s, k.clone())),
         _ => None,
     }) else {
         return Ok(0);
     };
+    // The brokers are checked against `[egress]` like every mirror connection.
+    super::egress::check_blocking(spec, egress).map_err(|e| RecoverError::Kafka {
+        topic: settings
+            .topic
+            .clone()
+            .unwrap_or_else(|| ns.topic_name().to_owned()),
+        servers: settings.bootstrap_servers.clone(),
+        message: e.to_string(),
+    })?;
     let topic = settings
         .topic
         .clone()

@@ -29,6 +29,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod egress;
 pub mod hub;
 #[cfg(feature = "mirror-kafka")]
 pub mod kafka;

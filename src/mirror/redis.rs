@@ -103,7 +103,7 @@ impl RedisStreams {
         let client =
             ::redis::Client::open(settings.url.as_str()).map_err(|e| MirrorError::Config {
                 name: BACKEND.into(),
-                reason: format!("url `{}`: {e}", settings.url),
+                reason: format!("url `{}`: {e}", crate::redact::url(&settings.url)),
             })?;
         Ok(Self {
             client,

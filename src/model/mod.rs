@@ -14,6 +14,7 @@
 
 pub mod namespace;
 pub mod target;
+pub mod target_ref;
 pub mod time;
 pub mod transaction;
 pub mod validate;
@@ -30,6 +31,6 @@ pub use target::{
 pub use time::{parse_rfc3339_ms, rfc3339_ms};
 pub use validate::{parse_json, Errors, FieldError};
 pub use write::{
-    DelayUnit, DurableStatus, LifecycleConfig, RetryPolicyDto, TargetSpec, ValidWrite, WriteLimits,
-    WriteToLogDto, WriteToLogResponse,
+    DelayUnit, DurableStatus, LifecycleConfig, RetryPolicyDto, TargetRef, TargetSpec, ValidWrite,
+    WriteLimits, WriteToLogDto, WriteToLogResponse,
 };

@@ -309,9 +309,15 @@ pub struct Namespace {
     /// Partitioning. Default: hash over 1 partition.
     #[serde(default)]
     pub shard_config: ShardConfig,
-    /// Where messages without their own `target` are delivered (at most 100). Default: none.
+    /// Where messages without their own `target` are delivered (at most 100), and the only
+    /// targets a message may name (by `identifier`). Default: none.
     #[serde(default)]
     pub target_configs: Vec<TargetConfig>,
+    /// Whether a message may bring its own target object instead of naming one of
+    /// `targetConfigs` — only `webhook` and `http_service` targets, always under the
+    /// server's `[egress]` policy (docs/SECURITY.md). Default: false.
+    #[serde(default)]
+    pub ad_hoc_targets: bool,
     /// Multi-partition transactions. Default: 300 s timeout, compensation not required.
     #[serde(default)]
     pub transaction_config: TransactionConfig,
@@ -376,6 +382,7 @@ impl Namespace {
             dlq_config: DlqConfig::default(),
             shard_config: ShardConfig::default(),
             target_configs: Vec::new(),
+            ad_hoc_targets: false,
             transaction_config: TransactionConfig::default(),
             backend_config: None,
             mirrors: Vec::new(),

@@ -13,6 +13,10 @@ use utoipa::ToSchema;
 
 use super::validate::{from_map, join, Errors, FieldError};
 
+/// The largest `config` object of one target, as JSON: targets are cached per distinct
+/// config, so their size is bounded.
+pub const MAX_TARGET_CONFIG_BYTES: usize = 16 * 1024;
+
 /// The kind of system a target is (the seeds' `TargetType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -246,8 +250,33 @@ pub struct DatabaseTargetConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileTargetConfig {
-    /// The file messages are appended to, as JSON lines. Required.
+    /// The file messages are appended to, as JSON lines: a relative path under the server's
+    /// `[delivery] file_root` (no `..`, no leading `/`; symbolic links are not followed).
+    /// Required.
     pub path: String,
+}
+
+/// Checks a `file_system` target's path: relative, plain components only (no `..`, `.`,
+/// root or prefix), at most 1024 bytes, no NUL. Where it lands is decided under
+/// `[delivery] file_root` by the file target.
+///
+/// # Errors
+/// Why the path is refused.
+pub fn check_file_path(p: &str) -> Result<(), String> {
+    use std::path::{Component, Path};
+    if p.trim().is_empty() || p.contains('\0') || p.len() > 1024 {
+        return Err("must be a non-empty path of at most 1024 bytes without NUL".into());
+    }
+    let plain = Path::new(p)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
+    if !plain || p.ends_with('/') {
+        return Err(format!(
+            "{p:?} must be a relative file path under the server's [delivery] file_root, \
+             without `..`, `.` or a leading `/`"
+        ));
+    }
+    Ok(())
 }
 
 /// The checked, typed `config` of a target.
@@ -275,6 +304,14 @@ impl TargetConfig {
         errs.range(join(path, "weight"), self.weight, 0, 100);
         if let Some(tags) = &self.tags {
             check_tags(&join(path, "tags"), tags, errs);
+        }
+        let size = serde_json::to_string(&self.config).map_or(usize::MAX, |t| t.len());
+        if size > MAX_TARGET_CONFIG_BYTES {
+            errs.push(
+                join(path, "config"),
+                format!("is {size} bytes as JSON; at most {MAX_TARGET_CONFIG_BYTES}"),
+            );
+            return;
         }
         let _ = self.parse_settings(&join(path, "config"), errs);
     }
@@ -348,11 +385,8 @@ impl TargetConfig {
             }
             TargetType::FileSystem => {
                 let c: FileTargetConfig = typed(cfg, path, &["path"], errs)?;
-                if c.path.trim().is_empty() || c.path.contains('\0') {
-                    errs.push(
-                        join(path, "path"),
-                        "must be a non-empty file path without NUL",
-                    );
+                if let Err(m) = check_file_path(&c.path) {
+                    errs.push(join(path, "path"), m);
                 }
                 Some(TargetSettings::File(c))
             }

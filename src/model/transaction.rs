@@ -377,6 +377,9 @@ fn resolve_target(
             Ok(t) => {
                 let before = errs.as_slice().len();
                 t.check(path, errs);
+                if let Some(why) = super::target_ref::ad_hoc_refusal(ns, &t) {
+                    errs.push(path, why);
+                }
                 (errs.as_slice().len() == before).then_some(t)
             }
             Err(e) => {
@@ -557,18 +560,52 @@ mod tests {
 
     fn ns() -> Namespace {
         let mut ns = Namespace::new("shop");
-        ns.target_configs = vec![serde_json::from_value(json!({
+        ns.target_configs = serde_json::from_value(json!([{
             "type": "database", "identifier": "orders-db",
             "config": {"type": "postgresql", "host": "127.0.0.1", "port": 5432,
                        "database": "shop", "table": "orders"}
-        }))
-        .unwrap()];
+        }, cache_object(), hook_object()]))
+        .unwrap();
         ns
     }
 
-    fn cache() -> Value {
+    fn cache_object() -> Value {
         json!({"type": "cache", "identifier": "c",
                "config": {"type": "redis", "host": "127.0.0.1", "port": 6379}})
+    }
+
+    fn hook_object() -> Value {
+        json!({"type": "webhook", "identifier": "h", "config": {"url": "http://127.0.0.1:9/x"}})
+    }
+
+    /// The namespace's cache, by identifier.
+    fn cache() -> Value {
+        json!("c")
+    }
+
+    #[test]
+    fn target_objects_only_where_the_namespace_accepts_them_and_only_http() {
+        let body = |t: Value| {
+            json!({"transactions": [
+                {"partition": "a", "operation": "INSERT", "target": "orders-db", "data": {"id": 1}},
+                {"partition": "b", "operation": "HTTP", "target": t, "data": {"x": 1}}]})
+            .to_string()
+        };
+        let mut open = ns();
+        let e = parse_transactions(&body(hook_object()), &open, false).unwrap_err();
+        assert_eq!(e[0].field, "payload.transactions[1].target", "{e:?}");
+        assert!(e[0].message.contains("adHocTargets"), "{e:?}");
+        open.ad_hoc_targets = true;
+        assert!(parse_transactions(&body(hook_object()), &open, false).is_ok());
+        let set = json!({"transactions": [
+            {"partition": "a", "operation": "INSERT", "target": "orders-db", "data": {"id": 1}},
+            {"partition": "b", "operation": "SET", "target": cache_object(), "data": {"key": "k", "value": 1}}]})
+        .to_string();
+        let e = parse_transactions(&set, &open, false).unwrap_err();
+        assert!(
+            e[0].message.contains("only webhook or http_service"),
+            "{e:?}"
+        );
     }
 
     #[allow(clippy::needless_pass_by_value)]
@@ -646,7 +683,7 @@ mod tests {
 
     #[test]
     fn compensable_namespaces_refuse_mutations_without_an_inverse() {
-        let hook = json!({"type": "webhook", "identifier": "h", "config": {"url": "http://127.0.0.1:9/x"}});
+        let hook = json!("h");
         let body = json!({"transactions": [
             {"partition": "a", "operation": "HTTP", "target": hook, "data": {"x": 1}},
             {"partition": "b", "operation": "HTTP", "target": hook, "data": {"x": 1},

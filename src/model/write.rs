@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::namespace::{
     check_namespace_name, normalise_namespace_name, BackoffStrategy, RetryPolicy,
 };
-use super::target::{check_tags, check_targets, TargetConfig};
+use super::target::{check_tags, TargetConfig};
 use super::validate::{join, Errors, FieldError};
 
 /// The seeds' maximum delay: 24 hours.
@@ -217,29 +217,65 @@ pub struct LifecycleConfig {
     pub transaction_timeout: Option<u64>,
 }
 
-/// One target, or a list of them.
+/// One target a message names: a target of its namespace by `identifier` (a string), or a
+/// target object — accepted only where the namespace sets `adHocTargets` and only for the
+/// `webhook` and `http_service` types ([`super::target_ref::resolve`]).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TargetRef {
+    /// The identifier of one of the namespace's `targetConfigs` (every region of it).
+    Named(String),
+    /// An ad-hoc target object.
+    Inline(Box<TargetConfig>),
+}
+
+/// One target, or a list of them (each an identifier or a target object).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum TargetSpec {
     /// A single target.
-    One(Box<TargetConfig>),
+    One(TargetRef),
     /// Several targets.
-    Many(Vec<TargetConfig>),
+    Many(Vec<TargetRef>),
 }
 
 impl TargetSpec {
     /// The targets as a list.
     #[must_use]
-    pub fn into_vec(self) -> Vec<TargetConfig> {
+    pub fn into_vec(self) -> Vec<TargetRef> {
         match self {
-            Self::One(t) => vec![*t],
+            Self::One(t) => vec![t],
             Self::Many(v) => v,
         }
     }
 }
 
+impl<'de> Deserialize<'de> for TargetRef {
+    /// A string is an identifier, an object a target; errors keep their path.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::MapAccessDeserializer;
+        use serde::de::{MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TargetRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a target identifier (string) or a target object")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TargetRef, E> {
+                Ok(TargetRef::Named(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TargetRef, A::Error> {
+                TargetConfig::deserialize(MapAccessDeserializer::new(map))
+                    .map(|t| TargetRef::Inline(Box::new(t)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for TargetSpec {
-    /// An object is one target, an array a list; errors keep their path (`target[1].type`).
+    /// A string or an object is one target, an array a list; errors keep their path
+    /// (`target[1].type`).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
         use serde::de::{MapAccess, SeqAccess, Visitor};
@@ -247,11 +283,14 @@ impl<'de> Deserialize<'de> for TargetSpec {
         impl<'de> Visitor<'de> for V {
             type Value = TargetSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a target object or a list of target objects")
+                f.write_str("a target identifier, a target object, or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TargetSpec, E> {
+                Ok(TargetSpec::One(TargetRef::Named(v.to_owned())))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TargetSpec, A::Error> {
                 TargetConfig::deserialize(MapAccessDeserializer::new(map))
-                    .map(|t| TargetSpec::One(Box::new(t)))
+                    .map(|t| TargetSpec::One(TargetRef::Inline(Box::new(t))))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TargetSpec, A::Error> {
                 Vec::deserialize(SeqAccessDeserializer::new(seq)).map(TargetSpec::Many)
@@ -273,7 +312,9 @@ pub struct WriteToLogDto {
     /// The message: a JSON object with at least one key. Stored and returned byte for byte.
     #[schema(value_type = Object, example = json!({"operation": "SET", "key": "user:123", "value": {"name": "John Doe"}}))]
     pub payload: Box<RawValue>,
-    /// Where to deliver it: one target or a list (at most 20). Default: the namespace's
+    /// Where to deliver it: the identifier of one of the namespace's `targetConfigs`, or a
+    /// list of them (at most 20); target objects only where the namespace sets
+    /// `adHocTargets` (webhook and http_service only). Default: all the namespace's
     /// `targetConfigs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetSpec>,
@@ -309,8 +350,9 @@ pub struct ValidWrite {
     pub namespace: String,
     /// The payload exactly as the client sent it.
     pub payload: Box<RawValue>,
-    /// The targets the client named (`None`: the namespace's).
-    pub targets: Option<Vec<TargetConfig>>,
+    /// The targets the client named (`None`: the namespace's), not yet resolved against
+    /// the namespace ([`super::target_ref::resolve`]).
+    pub targets: Option<Vec<TargetRef>>,
     /// The lifecycle as the client sent it (for storage).
     pub lifecycle: Option<LifecycleConfig>,
     /// `delay × delayUnit` in milliseconds (0: deliver now).
@@ -350,6 +392,33 @@ impl ValidWrite {
     }
 }
 
+/// Checks one target reference's own shape (what the namespace allows is checked when the
+/// write is resolved against it).
+fn check_ref(path: &str, t: &TargetRef, errs: &mut Errors) {
+    match t {
+        TargetRef::Named(id) => errs.chars(path, id, 1, 100),
+        TargetRef::Inline(t) => t.check(path, errs),
+    }
+}
+
+/// Checks a list of target references (`{path}[i]`); duplicate objects are found here,
+/// duplicates through identifiers when the list is resolved against the namespace.
+fn check_refs(path: &str, refs: &[TargetRef], errs: &mut Errors) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, r) in refs.iter().enumerate() {
+        let at = super::validate::index(path, i);
+        check_ref(&at, r, errs);
+        if let TargetRef::Inline(t) = r {
+            if !seen.insert((t.identifier.as_str(), t.region.as_deref())) {
+                errs.push(
+                    join(&at, "identifier"),
+                    format!("duplicate target `{}` in the same region", t.identifier),
+                );
+            }
+        }
+    }
+}
+
 /// Checks an idempotency key (body field or `Idempotency-Key` header): 1 to 200 characters.
 pub fn check_idempotency_key(field: &str, key: &str, errs: &mut Errors) {
     errs.chars(field, key, 1, 200);
@@ -380,7 +449,7 @@ impl WriteToLogDto {
         }
         let targets = self.target.map(|spec| {
             match &spec {
-                TargetSpec::One(t) => t.check("target", &mut errs),
+                TargetSpec::One(t) => check_ref("target", t, &mut errs),
                 TargetSpec::Many(v) if v.is_empty() => {
                     errs.push(
                         "target",
@@ -394,7 +463,7 @@ impl WriteToLogDto {
                             format!("at most {MAX_TARGETS_PER_MESSAGE} targets, got {}", v.len()),
                         );
                     }
-                    check_targets("target", v, &mut errs);
+                    check_refs("target", v, &mut errs);
                 }
             }
             spec.into_vec()

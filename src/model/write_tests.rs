@@ -19,7 +19,7 @@ fn base() -> Value {
             {"type": "database", "identifier": "db", "weight": 50, "enabled": false, "tags": ["pg"],
              "config": {"type": "postgresql", "host": "localhost", "port": 5432,
                         "database": "wal", "table": "public.user_events", "timeoutMs": 5000}},
-            {"type": "file_system", "identifier": "file", "config": {"path": "/tmp/out.jsonl"}},
+            {"type": "file_system", "identifier": "file", "config": {"path": "out/out.jsonl"}},
             {"type": "queue", "identifier": "q", "config": {"anything": [1, 2]}}
         ],
         "lifecycle": {"delay": 5, "delayUnit": "minutes", "ttl": 3600, "enableDLQ": true,
@@ -54,7 +54,16 @@ fn full_valid_write() {
     assert_eq!(w.priority, Some(10));
     assert_eq!(w.idempotency_key.as_deref(), Some("order-42"));
     assert_eq!(w.partition_key.as_deref(), Some("user:123"));
-    let targets = w.targets.as_ref().unwrap();
+    let targets: Vec<&crate::model::target::TargetConfig> = w
+        .targets
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| match r {
+            TargetRef::Inline(t) => &**t,
+            TargetRef::Named(n) => panic!("an object, not the name {n}"),
+        })
+        .collect();
     assert_eq!(targets.len(), 5);
     assert_eq!(targets[0].kind, TargetType::Webhook);
     assert_eq!(
@@ -96,6 +105,16 @@ fn minimal_write_and_single_target() {
     let v = json!({"namespace": "orders", "payload": {"a": 1},
         "target": {"type": "cache", "identifier": "c", "config": {"type": "in_memory"}}});
     assert_eq!(run(&v).unwrap().targets.unwrap().len(), 1);
+    // By identifier: one name, or a list mixing names and objects.
+    let named =
+        run(&json!({"namespace": "orders", "payload": {"a": 1}, "target": "hook"})).unwrap();
+    assert_eq!(named.targets, Some(vec![TargetRef::Named("hook".into())]));
+    assert_eq!(named.targets_json().unwrap(), Some(json!(["hook"])));
+    let mixed = json!({"namespace": "orders", "payload": {"a": 1}, "target": ["a", {"type": "webhook",
+        "identifier": "w", "config": {"url": "http://h.example/"}}]});
+    assert_eq!(run(&mixed).unwrap().targets.unwrap().len(), 2);
+    let empty = json!({"namespace": "orders", "payload": {"a": 1}, "target": ["a", ""]});
+    assert_eq!(fields(&run(&empty).unwrap_err()), ["target[1]"]);
     let mut v = v;
     v["target"]["config"] = json!({"type": "redis"});
     assert_eq!(
@@ -488,9 +507,9 @@ fn parse_errors_name_their_path() {
             "missing field `identifier`",
         ),
         (
-            r#"{"namespace":"o","payload":{"a":1},"target":"x"}"#,
+            r#"{"namespace":"o","payload":{"a":1},"target":42}"#,
             "target",
-            "invalid type: string \"x\", expected a target object or a list",
+            "invalid type: integer `42`, expected a target identifier, a target object, or a list",
         ),
         (
             r#"{"namespace":"o","payload":{"a":1},"metadata":{"k":1}}"#,

@@ -1,4 +1,7 @@
 //! The answer of `GET /api/v1/wal/transaction/{transactionId}/status`.
+//!
+//! It names each mutation's target by identifier only (never its configuration), and every
+//! error text is scrubbed of credentials ([`crate::redact::text`]) before it is served.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -125,13 +128,18 @@ pub struct MutationView {
     pub compensation: CompensationView,
 }
 
+/// An error text as served: URL credentials and secret parameters read `<set>`.
+fn scrub(e: Option<&String>) -> Option<String> {
+    e.map(|e| crate::redact::text(e).into_owned())
+}
+
 fn attempts(list: &[AttemptRecord]) -> Vec<AttemptView> {
     list.iter()
         .map(|a| AttemptView {
             attempt: a.attempt,
             at: rfc3339_ms(a.at_ms),
             duration_ms: a.duration_ms,
-            error: a.error.clone(),
+            error: scrub(a.error.as_ref()),
             error_class: a.error_class.clone(),
         })
         .collect()
@@ -158,7 +166,7 @@ fn compensation(m: &MutationState) -> CompensationView {
         operation,
         data,
         attempts: attempts(&m.compensation_attempts),
-        error,
+        error: scrub(error.as_ref()),
     }
 }
 
@@ -169,7 +177,7 @@ impl From<&TxnRecord> for TransactionView {
             namespace: r.namespace.clone(),
             message_id: r.message_id.clone(),
             status: r.status,
-            reason: r.reason.clone(),
+            reason: scrub(r.reason.as_ref()),
             total_mutations: r.mutations.len(),
             completed_mutations: r.count(MutationStatus::Completed),
             failed_mutations: r.count(MutationStatus::Failed),
@@ -191,7 +199,7 @@ impl From<&TxnRecord> for TransactionView {
                     status: m.status,
                     attempt_count: m.attempt_count,
                     attempts: attempts(&m.attempts),
-                    last_error: m.last_error.clone(),
+                    last_error: scrub(m.last_error.as_ref()),
                     next_attempt_at: m.next_attempt_at_ms.map(rfc3339_ms),
                     started_at: m.started_at_ms.map(rfc3339_ms),
                     completed_at: m.completed_at_ms.map(rfc3339_ms),

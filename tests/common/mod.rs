@@ -11,7 +11,7 @@ use std::time::Duration;
 use wald::app::App;
 use wald::config::Config;
 
-pub const ADMIN: &str = "admin-secret";
+pub const ADMIN: &str = "admin-secret-0123456789abcdef0123456789";
 
 /// A running server.
 pub struct Server {
@@ -27,6 +27,10 @@ pub fn config(dir: &Path) -> Config {
     c.server.data_dir = dir.to_path_buf();
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.auth.admin_key = Some(ADMIN.to_owned());
+    c.egress.allow = vec!["127.0.0.0/8".into(), "::1/128".into()];
+    // The suites that test what a client does take anonymous writes; the trust boundary's
+    // own tests (tests/security_*.rs) start from `Config::default()`'s closed API.
+    c.auth.open = true;
     c
 }
 
@@ -307,6 +311,8 @@ pub fn spawn_wald(args: &[&std::ffi::OsStr]) -> (std::process::Child, SocketAddr
         .arg("serve")
         .args(args)
         .env("RUST_LOG", "warn")
+        .env("WALD_EGRESS__ALLOW", "127.0.0.0/8,::1/128")
+        .env("WALD_AUTH__OPEN", "true")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

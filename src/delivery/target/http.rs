@@ -10,13 +10,24 @@
 //! | `X-Wald-Attempt` | the attempt number, 1 for the first |
 //! | `X-Wald-Timestamp` | when the request was made, seconds since the epoch |
 //! | `X-Wald-Signature` | with a `secret`: `sha256=` + hex HMAC-SHA256(secret, `"{timestamp}.{body}"`) |
+//! | `webhook-id`, `webhook-timestamp`, `webhook-signature` | with a `secret` or `secrets`: [Standard Webhooks](https://www.standardwebhooks.com/) (below) |
+//!
+//! Standard Webhooks: `webhook-id` is the message id, `webhook-timestamp` the same seconds as
+//! `X-Wald-Timestamp`, and `webhook-signature` one `v1,` + base64 HMAC-SHA256(key,
+//! `"{id}.{timestamp}.{body}"`) per key, space-separated: the key of `secret` first, then
+//! each of `secrets` (so a receiver can rotate keys). A key written `whsec_<base64>` is the
+//! decoded bytes; any other is its UTF-8 bytes.
 //!
 //! Answers: 2xx delivered; 408, 429 and 5xx retryable (with `Retry-After` in seconds or as an
 //! HTTP date honoured as the wait); 3xx permanent (redirects are not followed); other 4xx
-//! permanent; no answer within the timeout, or a connection failure, retryable.
+//! permanent; no answer within the timeout, or a connection failure, retryable; an address
+//! the egress policy refuses, or a TLS certificate that does not verify, permanent. A failed
+//! attempt's error holds the status line only, never the answer's body (writers can read
+//! attempts' errors; the target's answer is not theirs to see).
 
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
@@ -24,6 +35,9 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTE
 use hyper::{Method, Request, StatusCode, Uri};
 use sha2::Sha256;
 
+use serde_json::{Map, Value};
+
+use super::connect::{find_denial, find_tls_error};
 use super::{
     unix_now, with_timeout, DeliverFuture, Delivery, ErrorClass, HttpClient, Target, TargetContext,
     TargetError,
@@ -31,10 +45,11 @@ use super::{
 use crate::model::target::HttpTargetConfig;
 use crate::model::validate::FieldError;
 
-/// Bytes of an answer's body kept for the error message.
-const BODY_EXCERPT: usize = 200;
-/// Bytes of an answer's body read at most (the rest is dropped with the connection).
+/// Bytes of an answer's body read at most, to free the connection for reuse (the rest is
+/// dropped with the connection). The body is never kept.
 const BODY_READ_LIMIT: usize = 64 * 1024;
+/// Most keys in `secrets`.
+const MAX_SECRETS: usize = 16;
 
 /// An `http_service` or `webhook` target.
 pub struct HttpTarget {
@@ -44,6 +59,8 @@ pub struct HttpTarget {
     headers: HeaderMap,
     timeout: Duration,
     secret: Option<Vec<u8>>,
+    /// Standard Webhooks keys (decoded), in the order their signatures are sent.
+    webhook_keys: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for HttpTarget {
@@ -53,6 +70,7 @@ impl std::fmt::Debug for HttpTarget {
             .field("method", &self.method)
             .field("timeout", &self.timeout)
             .field("signed", &self.secret.is_some())
+            .field("webhook_keys", &self.webhook_keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +88,77 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The Standard Webhooks key of a secret: `whsec_<base64>` decoded, else the UTF-8 bytes.
+///
+/// # Errors
+/// A `whsec_` secret whose rest is not base64 (standard alphabet, padded).
+pub fn webhook_key(secret: &str) -> Result<Vec<u8>, String> {
+    match secret.strip_prefix("whsec_") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("a `whsec_` secret must be base64 after the prefix: {e}")),
+        None => Ok(secret.as_bytes().to_vec()),
+    }
+}
+
+/// `v1,` + base64 HMAC-SHA256(`key`, `"{id}.{timestamp}.{body}"`): one Standard Webhooks
+/// signature.
+#[must_use]
+pub fn webhook_signature(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        // HMAC takes keys of any length; this arm is never taken.
+        return String::new();
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!("v1,{b64}")
+}
+
+/// The Standard Webhooks keys of a target: `secret`'s, then each of `secrets` (errors name
+/// `config.secrets[i]`).
+fn webhook_keys(
+    secret: Option<&str>,
+    raw: &Map<String, Value>,
+    errs: &mut Vec<FieldError>,
+) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    if let Some(s) = secret.filter(|s| !s.is_empty()) {
+        // Kept as before for `X-Wald-Signature`; a `whsec_` form that does not decode is
+        // used as its bytes rather than refused.
+        keys.push(webhook_key(s).unwrap_or_else(|_| s.as_bytes().to_vec()));
+    }
+    match raw.get("secrets") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) if list.len() <= MAX_SECRETS => {
+            for (i, v) in list.iter().enumerate() {
+                let field = format!("config.secrets[{i}]");
+                match v.as_str() {
+                    Some("") | None => {
+                        errs.push(FieldError::new(field, "must be a non-empty string"))
+                    }
+                    Some(s) => match webhook_key(s) {
+                        Ok(k) if k.is_empty() => {
+                            errs.push(FieldError::new(field, "must not be empty"))
+                        }
+                        Ok(k) => keys.push(k),
+                        Err(m) => errs.push(FieldError::new(field, m)),
+                    },
+                }
+            }
+        }
+        Some(_) => errs.push(FieldError::new(
+            "config.secrets",
+            format!("must be a list of at most {MAX_SECRETS} secrets (strings)"),
+        )),
+    }
+    keys.dedup();
+    keys
+}
+
 /// The wait a `Retry-After` value asks for: delay-seconds or an HTTP date (a past date is
 /// no wait).
 #[must_use]
@@ -83,19 +172,26 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 impl HttpTarget {
-    /// Checks the config (URL, headers) and builds the target (errors name `config.…`).
-    pub fn new(cfg: &HttpTargetConfig, ctx: &TargetContext) -> Result<Self, Vec<FieldError>> {
+    /// Checks the config (URL, headers, `secrets` from the raw `config` object) and builds
+    /// the target (errors name `config.…`).
+    pub fn new(
+        cfg: &HttpTargetConfig,
+        raw: &Map<String, Value>,
+        ctx: &TargetContext,
+    ) -> Result<Self, Vec<FieldError>> {
         let mut errs = Vec::new();
         let url = cfg.url.trim();
-        if url
-            .get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        {
-            errs.push(FieldError::new(
-                "config.url",
-                "https targets need a TLS-enabled build; this build delivers over plain http:// only",
-            ));
-        }
+        let client = match ctx.http_client() {
+            Ok(c) => Some(c.clone()),
+            Err(e) => {
+                errs.push(FieldError::new(
+                    "config.url",
+                    format!("HTTP targets are unavailable: {e}"),
+                ));
+                None
+            }
+        };
+        let webhook_keys = webhook_keys(cfg.secret.as_deref(), raw, &mut errs);
         let uri = match url.parse::<Uri>() {
             Ok(u) if u.authority().is_some_and(|a| a.as_str().contains('@')) => {
                 errs.push(FieldError::new(
@@ -133,12 +229,12 @@ impl HttpTarget {
                 }
             }
         }
-        let (Some(uri), true) = (uri, errs.is_empty()) else {
+        let (Some(uri), Some(client), true) = (uri, client, errs.is_empty()) else {
             return Err(errs);
         };
         let method = Method::from_bytes(cfg.method.as_str().as_bytes()).unwrap_or(Method::POST);
         Ok(Self {
-            client: ctx.http_client().clone(),
+            client,
             uri,
             method,
             headers,
@@ -146,6 +242,7 @@ impl HttpTarget {
                 .timeout_ms
                 .map_or(ctx.default_timeout(), Duration::from_millis),
             secret: cfg.secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            webhook_keys,
         })
     }
 
@@ -181,50 +278,64 @@ impl HttpTarget {
                 value(&signature(secret, timestamp, d.payload))?,
             );
         }
+        if !self.webhook_keys.is_empty() {
+            let sigs: Vec<String> = self
+                .webhook_keys
+                .iter()
+                .map(|k| webhook_signature(k, d.message_id, timestamp, d.payload))
+                .collect();
+            h.insert("webhook-id", value(d.message_id)?);
+            h.insert("webhook-timestamp", HeaderValue::from(timestamp));
+            h.insert("webhook-signature", value(&sigs.join(" "))?);
+        }
         Ok(req)
     }
 
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<(), TargetError> {
-        let resp = self.client.request(req).await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg = format!("{msg}: {s}");
-                src = s.source();
-            }
-            TargetError::retryable(ErrorClass::Connection, msg)
-        })?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| connect_error(&e))?;
         let status = resp.status();
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        // Read (a bounded part of) the body: it frees the connection for reuse and gives
-        // the error message an excerpt.
-        let body = Limited::new(resp.into_body(), BODY_READ_LIMIT)
+        // Read (a bounded part of) the body and drop it: it frees the connection for reuse.
+        // It never goes into the error: writers read attempts' errors.
+        let _ = Limited::new(resp.into_body(), BODY_READ_LIMIT)
             .collect()
-            .await
-            .map(http_body_util::Collected::to_bytes)
-            .unwrap_or_default();
-        classify(status, retry_after, &body)
+            .await;
+        classify(status, retry_after)
     }
 }
 
-/// The outcome of an answer with `status`.
-fn classify(
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> Result<(), TargetError> {
+/// The outcome of a request that got no answer: an egress refusal (permanent), a TLS
+/// certificate that does not verify (permanent), else a connection failure (retryable).
+fn connect_error(e: &hyper_util::client::legacy::Error) -> TargetError {
+    if let Some(d) = find_denial(e) {
+        return TargetError::permanent(ErrorClass::EgressDenied, d.to_string());
+    }
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    if let Some(tls @ rustls::Error::InvalidCertificate(_)) = find_tls_error(e) {
+        return TargetError::permanent(ErrorClass::Config, format!("TLS: {tls} ({msg})"));
+    }
+    TargetError::retryable(ErrorClass::Connection, msg)
+}
+
+/// The outcome of an answer with `status` (the message is the status line: never body bytes).
+fn classify(status: StatusCode, retry_after: Option<Duration>) -> Result<(), TargetError> {
     if status.is_success() {
         return Ok(());
     }
-    let excerpt = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]);
-    let mut message = format!("HTTP {status}");
-    if !excerpt.trim().is_empty() {
-        message = format!("{message}: {}", excerpt.trim());
-    }
+    let message = format!("HTTP {status}");
     let code = status.as_u16();
     let mut err = match code {
         408 => TargetError::retryable(ErrorClass::RequestTimeout, message),
@@ -289,19 +400,67 @@ mod tests {
     #[test]
     fn classification() {
         let s = |c: u16| StatusCode::from_u16(c).unwrap();
-        assert!(classify(s(204), None, b"").is_ok());
-        let e = classify(s(503), Some(Duration::from_secs(2)), b"down").unwrap_err();
+        assert!(classify(s(204), None).is_ok());
+        let e = classify(s(503), Some(Duration::from_secs(2))).unwrap_err();
         assert!(e.retryable && e.class == ErrorClass::Server);
         assert_eq!(e.retry_after, Some(Duration::from_secs(2)));
-        assert!(e.message.contains("down"));
-        let e = classify(s(429), Some(Duration::from_secs(7)), b"").unwrap_err();
+        assert_eq!(e.message, "HTTP 503 Service Unavailable");
+        let e = classify(s(429), Some(Duration::from_secs(7))).unwrap_err();
         assert!(e.retryable && e.class == ErrorClass::TooManyRequests);
         assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
-        let e = classify(s(408), None, b"").unwrap_err();
+        let e = classify(s(408), None).unwrap_err();
         assert!(e.retryable && e.class == ErrorClass::RequestTimeout);
-        let e = classify(s(404), Some(Duration::from_secs(1)), b"").unwrap_err();
+        let e = classify(s(404), Some(Duration::from_secs(1))).unwrap_err();
         assert!(!e.retryable && e.class == ErrorClass::Client && e.retry_after.is_none());
-        let e = classify(s(301), None, b"").unwrap_err();
+        let e = classify(s(301), None).unwrap_err();
         assert!(!e.retryable && e.message.contains("redirects are not followed"));
+    }
+
+    #[test]
+    fn standard_webhooks_signature() {
+        // The Standard Webhooks reference test vector (standard-webhooks/libraries).
+        let key = webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            webhook_signature(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert_eq!(webhook_key("plain").unwrap(), b"plain");
+        assert!(webhook_key("whsec_not base64!").is_err());
+    }
+
+    #[test]
+    fn webhook_keys_from_secret_and_secrets() {
+        let raw = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let mut errs = Vec::new();
+        let keys = webhook_keys(
+            Some("old"),
+            &raw(serde_json::json!({"secrets": ["whsec_AQID", "new"]})),
+            &mut errs,
+        );
+        assert!(errs.is_empty());
+        assert_eq!(keys, vec![b"old".to_vec(), vec![1, 2, 3], b"new".to_vec()]);
+        let keys = webhook_keys(
+            None,
+            &raw(serde_json::json!({"secrets": ["", 3, "whsec_!!"]})),
+            &mut errs,
+        );
+        assert!(keys.is_empty());
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "config.secrets[0]",
+                "config.secrets[1]",
+                "config.secrets[2]"
+            ]
+        );
+        let mut errs = Vec::new();
+        webhook_keys(None, &raw(serde_json::json!({"secrets": "k"})), &mut errs);
+        assert_eq!(errs[0].field, "config.secrets");
     }
 }

@@ -1,6 +1,7 @@
 //! Target adapters behind one trait: each delivers one message to one system and classifies
 //! its failures as retryable or permanent.
 
+pub mod connect;
 pub mod file;
 pub mod http;
 pub mod memory;
@@ -11,12 +12,14 @@ mod cache_op;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::egress::EgressPolicy;
 use crate::model::target::{CacheType, DatabaseType, TargetConfig, TargetSettings, TargetType};
 use crate::model::validate::FieldError;
 
@@ -65,11 +68,13 @@ pub enum ErrorClass {
     Remote,
     /// A local I/O error (file target).
     Io,
+    /// The `[egress]` policy refuses every address of the target's host (permanent).
+    EgressDenied,
 }
 
 impl ErrorClass {
     /// The class's name: `timeout`, `connection`, `408`, `429`, `5xx`, `4xx`, `bad_payload`,
-    /// `config`, `remote`, `io`.
+    /// `config`, `remote`, `io`, `egress_denied`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +88,7 @@ impl ErrorClass {
             Self::Config => "config",
             Self::Remote => "remote",
             Self::Io => "io",
+            Self::EgressDenied => "egress_denied",
         }
     }
 }
@@ -174,27 +180,74 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The shared HTTP client of all HTTP and webhook targets (hyper 1, plain HTTP/1.1).
+/// The shared HTTP client of all HTTP and webhook targets (hyper 1, HTTP/1.1, TLS for
+/// `https://`, every connection through the egress policy: see [`connect`]).
 pub type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    connect::Connector,
     http_body_util::Full<hyper::body::Bytes>,
 >;
 
+/// Most shared connections of one kind (Redis, PostgreSQL) kept for sharing; past it, the
+/// least recently shared one is forgotten (the targets holding it keep it).
+const MAX_SHARED_CONNECTIONS: usize = 256;
+
+/// Shared connections by what identifies them, bounded (least recently shared evicted).
+struct SharedConns<K, V> {
+    map: HashMap<K, (Arc<V>, u64)>,
+    tick: u64,
+}
+
+impl<K: Eq + Hash + Clone, V> SharedConns<K, V> {
+    fn new() -> Self {
+        Self {
+            map: HashMap::new(),
+            tick: 0,
+        }
+    }
+
+    fn get_or_insert_with(&mut self, key: &K, make: impl FnOnce() -> V) -> Arc<V> {
+        self.tick += 1;
+        if let Some((conn, used)) = self.map.get_mut(key) {
+            *used = self.tick;
+            return Arc::clone(conn);
+        }
+        if self.map.len() >= MAX_SHARED_CONNECTIONS {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.map.remove(&k);
+            }
+        }
+        let conn = Arc::new(make());
+        self.map.insert(key.clone(), (Arc::clone(&conn), self.tick));
+        conn
+    }
+}
+
 /// What targets share: one HTTP client (one connection pool), the default timeout, the
-/// in-memory cache, and one Redis connection per (host, port, database) and one PostgreSQL
-/// connection per (host, port, database, user), whatever the number of targets using them.
+/// in-memory cache, the egress policy, and one Redis connection per (host, port, database,
+/// credentials) and one PostgreSQL connection per (host, port, database, user, password
+/// digest), whatever the number of targets using them (at most
+/// 256 of each kind are kept for sharing).
 pub struct TargetContext {
-    http: HttpClient,
+    http: Result<HttpClient, String>,
     default_timeout: Duration,
     memory: Arc<MemoryCache>,
-    redis: Mutex<HashMap<self::redis::ServerKey, Arc<self::redis::RedisConn>>>,
-    postgres: Mutex<HashMap<self::postgres::ServerKey, Arc<self::postgres::PgConn>>>,
+    egress: Arc<EgressPolicy>,
+    redis: Mutex<SharedConns<self::redis::ServerKey, self::redis::RedisConn>>,
+    postgres: Mutex<SharedConns<self::postgres::ServerKey, self::postgres::PgConn>>,
+    /// `[delivery] file_root`: where `file_system` targets write (none: refused).
+    file_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for TargetContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TargetContext")
             .field("default_timeout", &self.default_timeout)
+            .field("egress", &self.egress)
             .field("memory_keys", &self.memory.len())
             .finish_non_exhaustive()
     }
@@ -202,32 +255,52 @@ impl std::fmt::Debug for TargetContext {
 
 impl TargetContext {
     /// A context whose targets time out after `default_timeout` unless their config says
-    /// otherwise (`timeoutMs`), and whose `in_memory` cache targets write into `memory`.
+    /// otherwise (`timeoutMs`), whose `in_memory` cache targets write into `memory`, and
+    /// whose every outbound connection is checked by `egress`.
     /// Needs no runtime; connections are opened on first use (inside the runtime).
     #[must_use]
-    pub fn new(default_timeout: Duration, memory: Arc<MemoryCache>) -> Self {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(default_timeout));
-        let http =
+    pub fn new(default_timeout: Duration, memory: Arc<MemoryCache>, egress: EgressPolicy) -> Self {
+        let egress = Arc::new(egress);
+        let http = connect::connector(&egress, default_timeout).map(|connector| {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_timer(hyper_util::rt::TokioTimer::new())
                 .pool_idle_timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(64)
-                .build(connector);
+                .build(connector)
+        });
+        if let Err(e) = &http {
+            tracing::error!(error = %e, "HTTP targets cannot be built");
+        }
         Self {
             http,
             default_timeout,
             memory,
-            redis: Mutex::new(HashMap::new()),
-            postgres: Mutex::new(HashMap::new()),
+            egress,
+            redis: Mutex::new(SharedConns::new()),
+            postgres: Mutex::new(SharedConns::new()),
+            file_root: None,
         }
     }
 
-    /// The shared HTTP client.
+    /// The same context with `file_system` targets writing under `root` (none: refused).
     #[must_use]
-    pub fn http_client(&self) -> &HttpClient {
-        &self.http
+    pub fn with_file_root(mut self, root: Option<std::path::PathBuf>) -> Self {
+        self.file_root = root;
+        self
+    }
+
+    /// The shared HTTP client, or why there is none (TLS could not be set up).
+    ///
+    /// # Errors
+    /// The reason HTTP targets cannot be built.
+    pub fn http_client(&self) -> Result<&HttpClient, &str> {
+        self.http.as_ref().map_err(String::as_str)
+    }
+
+    /// The egress policy every target's connections go through.
+    #[must_use]
+    pub fn egress(&self) -> &Arc<EgressPolicy> {
+        &self.egress
     }
 
     /// The timeout of targets that set none.
@@ -242,26 +315,24 @@ impl TargetContext {
         &self.memory
     }
 
-    /// The shared connection to a Redis server and database (created on first request).
+    /// The shared connection to a Redis server and database with these credentials
+    /// (created on first request).
     fn redis_conn(&self, key: self::redis::ServerKey) -> Arc<self::redis::RedisConn> {
         let mut map = self.redis.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            map.entry(key.clone())
-                .or_insert_with(|| Arc::new(self::redis::RedisConn::new(key))),
-        )
+        let egress = Arc::clone(&self.egress);
+        map.get_or_insert_with(&key, || self::redis::RedisConn::new(key.clone(), egress))
     }
 
-    /// The shared connection to a PostgreSQL database as a user (created on first request).
+    /// The shared connection to a PostgreSQL database as a user with this password (the key
+    /// holds its digest; created on first request).
     fn postgres_conn(
         &self,
         key: &self::postgres::ServerKey,
         password: Option<&str>,
     ) -> Arc<self::postgres::PgConn> {
         let mut map = self.postgres.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            map.entry(key.clone())
-                .or_insert_with(|| Arc::new(self::postgres::PgConn::new(key, password))),
-        )
+        let egress = Arc::clone(&self.egress);
+        map.get_or_insert_with(key, || self::postgres::PgConn::new(key, password, egress))
     }
 }
 
@@ -271,7 +342,7 @@ impl TargetContext {
 pub fn build(cfg: &TargetConfig, ctx: &TargetContext) -> Result<Arc<dyn Target>, Vec<FieldError>> {
     let settings = cfg.settings()?;
     match settings {
-        TargetSettings::Http(c) => Ok(Arc::new(http::HttpTarget::new(&c, ctx)?)),
+        TargetSettings::Http(c) => Ok(Arc::new(http::HttpTarget::new(&c, &cfg.config, ctx)?)),
         TargetSettings::Cache(c) => match c.kind {
             CacheType::Redis => Ok(Arc::new(self::redis::RedisTarget::new(
                 &c,
@@ -295,7 +366,10 @@ pub fn build(cfg: &TargetConfig, ctx: &TargetContext) -> Result<Arc<dyn Target>,
                 "this database type is not supported by this build (use `postgresql`)",
             )]),
         },
-        TargetSettings::File(c) => Ok(Arc::new(file::FileTarget::new(&c))),
+        TargetSettings::File(c) => Ok(Arc::new(file::FileTarget::new(
+            &c,
+            ctx.file_root.as_deref(),
+        )?)),
         TargetSettings::Other(_) => Err(vec![FieldError::new(
             "type",
             format!(
@@ -378,9 +452,70 @@ pub(crate) async fn guarded<T, R: Future<Output = ()>>(
     result
 }
 
+/// The failure of a connection the egress policy refused (permanent, `egress_denied`) or
+/// whose host did not resolve (retryable, `connection`); `what` names the server.
+pub(crate) fn egress_error(what: &str, e: &crate::egress::EgressError) -> TargetError {
+    match e.denied() {
+        Some(d) => TargetError::permanent(ErrorClass::EgressDenied, format!("{what}: {d}")),
+        None => TargetError::retryable(ErrorClass::Connection, format!("{what}: {e}")),
+    }
+}
+
 /// The current time in whole seconds since the epoch.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod shared_conns_tests {
+    use super::*;
+
+    #[test]
+    fn shared_connections_are_bounded_least_recently_shared_first() {
+        let mut conns: SharedConns<u32, u32> = SharedConns::new();
+        let first = conns.get_or_insert_with(&0, || 100);
+        for k in 1..MAX_SHARED_CONNECTIONS as u32 {
+            conns.get_or_insert_with(&k, || k + 100);
+        }
+        // Sharing 0 again makes 1 the least recently shared.
+        assert!(Arc::ptr_eq(&first, &conns.get_or_insert_with(&0, || 0)));
+        conns.get_or_insert_with(&9999, || 9999);
+        assert_eq!(conns.map.len(), MAX_SHARED_CONNECTIONS);
+        assert!(conns.map.contains_key(&0) && !conns.map.contains_key(&1));
+        assert_eq!(*conns.get_or_insert_with(&1, || 7), 7, "evicted: a new one");
+    }
+
+    #[test]
+    fn postgres_connections_are_keyed_by_the_password() {
+        let ctx = TargetContext::new(
+            Duration::from_secs(1),
+            Arc::new(MemoryCache::default()),
+            EgressPolicy::default(),
+        );
+        let cfg = |password: Option<&str>| {
+            let mut c = serde_json::json!({"type": "database", "identifier": "d", "config": {
+                "type": "postgresql", "host": "db.example", "port": 5432, "database": "app",
+                "table": "t", "user": "app"}});
+            if let Some(p) = password {
+                c["config"]["password"] = p.into();
+            }
+            serde_json::from_value::<TargetConfig>(c).unwrap()
+        };
+        build(&cfg(Some("right")), &ctx).unwrap();
+        build(&cfg(Some("right")), &ctx).unwrap();
+        assert_eq!(
+            ctx.postgres.lock().unwrap().map.len(),
+            1,
+            "same credentials share"
+        );
+        build(&cfg(Some("wrong")), &ctx).unwrap();
+        build(&cfg(None), &ctx).unwrap();
+        assert_eq!(
+            ctx.postgres.lock().unwrap().map.len(),
+            3,
+            "one per password"
+        );
+    }
 }

@@ -16,8 +16,12 @@
 //!
 //! Connection: config `host`, `port`, `database`, and the extra fields `user` (default
 //! `postgres`) and `password` (optional); no TLS. One connection per (host, port, database,
-//! user), shared by the targets using it, reopened after it breaks. Each statement runs under
-//! `timeoutMs` (else the service's timeout).
+//! user, SHA-256 of the password), shared by the targets using it, reopened after it breaks:
+//! a target with another or no password never gets another's authenticated session, and a
+//! changed password opens a new one. The host is resolved and every address checked by the
+//! egress policy; the connection goes to an allowed address (a refused host is a permanent
+//! `egress_denied` failure). Each statement runs under `timeoutMs` (else the service's
+//! timeout).
 //!
 //! Errors by SQLSTATE: connection failures (class 08, or no answer), serialization failures
 //! (40001), deadlocks (40P01), resource and operator-intervention classes (53, 57, 58) and
@@ -29,28 +33,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    extra_str, extra_timeout, guarded, DeliverFuture, Delivery, ErrorClass, Snapshot,
+    egress_error, extra_str, extra_timeout, guarded, DeliverFuture, Delivery, ErrorClass, Snapshot,
     SnapshotFuture, Target, TargetContext, TargetError,
 };
+use crate::egress::EgressPolicy;
 use crate::model::target::{check_sql_table, DatabaseTargetConfig};
 use crate::model::validate::FieldError;
 
-/// What identifies a shared PostgreSQL connection.
+/// What identifies a shared PostgreSQL connection: the server, the database, the user and
+/// the SHA-256 of the password (none: no password).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ServerKey {
     host: String,
     port: u16,
     database: String,
     user: String,
+    password_sha256: Option<[u8; 32]>,
 }
 
 /// One lazily opened, shared connection to a database as a user.
 pub(crate) struct PgConn {
     config: tokio_postgres::Config,
+    host: String,
+    port: u16,
+    egress: Arc<EgressPolicy>,
     label: String,
     client: Mutex<Option<Arc<Client>>>,
 }
@@ -64,7 +75,7 @@ impl std::fmt::Debug for PgConn {
 }
 
 impl PgConn {
-    pub(crate) fn new(key: &ServerKey, password: Option<&str>) -> Self {
+    pub(crate) fn new(key: &ServerKey, password: Option<&str>, egress: Arc<EgressPolicy>) -> Self {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&key.host)
@@ -77,6 +88,9 @@ impl PgConn {
         }
         Self {
             config,
+            host: key.host.clone(),
+            port: key.port,
+            egress,
             label: format!(
                 "postgresql://{}@{}:{}/{}",
                 key.user, key.host, key.port, key.database
@@ -92,11 +106,47 @@ impl PgConn {
             return Ok(Arc::clone(c));
         }
         *slot = None;
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
-            let mut err = classify(&e);
-            err.message = format!("{}: {}", self.label, err.message);
-            err
-        })?;
+        let addrs = self
+            .egress
+            .resolve(&self.host, self.port)
+            .await
+            .map_err(|e| egress_error(&self.label, &e))?;
+        // Each address was checked; connect to it (not to the name) and speak PostgreSQL
+        // over that socket.
+        let mut last = None;
+        let mut opened = None;
+        for addr in addrs {
+            let stream = match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last = Some(TargetError::retryable(
+                        ErrorClass::Connection,
+                        format!("{} ({addr}): {e}", self.label),
+                    ));
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match self.config.connect_raw(stream, NoTls).await {
+                Ok(pair) => {
+                    opened = Some(pair);
+                    break;
+                }
+                Err(e) => {
+                    let mut err = classify(&e);
+                    err.message = format!("{} ({addr}): {}", self.label, err.message);
+                    last = Some(err);
+                }
+            }
+        }
+        let Some((client, connection)) = opened else {
+            return Err(last.unwrap_or_else(|| {
+                TargetError::retryable(
+                    ErrorClass::Connection,
+                    format!("{}: no address", self.label),
+                )
+            }));
+        };
         let label = self.label.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -121,6 +171,10 @@ fn classify(e: &tokio_postgres::Error) -> TargetError {
         let mut msg = e.to_string();
         if let Some(src) = std::error::Error::source(e) {
             msg = format!("{msg}: {src}");
+        }
+        // The server asks for a password the target does not have: no retry will help.
+        if msg.contains("password missing") {
+            return TargetError::permanent(ErrorClass::Config, msg);
         }
         return TargetError::retryable(ErrorClass::Connection, msg);
     };
@@ -380,6 +434,7 @@ impl PostgresTarget {
             port: cfg.port,
             database: cfg.database.clone(),
             user,
+            password_sha256: password.map(|p| Sha256::digest(p.as_bytes()).into()),
         };
         Ok(Self {
             conn: ctx.postgres_conn(&server, password),

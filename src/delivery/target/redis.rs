@@ -7,6 +7,11 @@
 //! replies are permanent, except `LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`
 //! and `READONLY` (a server starting, busy or failing over). Optional extra config fields:
 //! `username`, `password` (AUTH).
+//!
+//! The host is resolved and every address checked by the egress policy; the connection goes
+//! to an allowed address (never to the name resolved again). A refused host is a permanent
+//! `egress_denied` failure. Connections are shared per (host, port, database, username,
+//! password): a target with other or no credentials never gets another's session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +23,14 @@ use tokio::sync::Mutex;
 
 use super::cache_op::{self, CacheOp};
 use super::{
-    extra_str, extra_timeout, guarded, DeliverFuture, Delivery, ErrorClass, Snapshot,
+    egress_error, extra_str, extra_timeout, guarded, DeliverFuture, Delivery, ErrorClass, Snapshot,
     SnapshotFuture, Target, TargetContext, TargetError,
 };
+use crate::egress::EgressPolicy;
 use crate::model::target::CacheTargetConfig;
 use crate::model::validate::FieldError;
 
-/// What identifies a shared Redis connection.
+/// What identifies a shared Redis connection: the server, the database and the credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ServerKey {
     host: String,
@@ -37,6 +43,7 @@ pub(crate) struct ServerKey {
 /// One lazily opened, shared connection to a Redis server and database.
 pub(crate) struct RedisConn {
     key: ServerKey,
+    egress: Arc<EgressPolicy>,
     conn: Mutex<Option<MultiplexedConnection>>,
 }
 
@@ -51,9 +58,10 @@ impl std::fmt::Debug for RedisConn {
 }
 
 impl RedisConn {
-    pub(crate) fn new(key: ServerKey) -> Self {
+    pub(crate) fn new(key: ServerKey, egress: Arc<EgressPolicy>) -> Self {
         Self {
             key,
+            egress,
             conn: Mutex::new(None),
         }
     }
@@ -72,22 +80,39 @@ impl RedisConn {
         if let Some(p) = &k.password {
             redis_info = redis_info.set_password(p);
         }
-        let info = ConnectionAddr::Tcp(k.host.clone(), k.port)
-            .into_connection_info()
-            .map_err(|e| classify(&e))?
-            .set_redis_settings(redis_info);
-        let client = ::redis::Client::open(info).map_err(|e| classify(&e))?;
-        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(timeout));
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
+        let what = format!("redis {}:{}", k.host, k.port);
+        let addrs = self
+            .egress
+            .resolve(&k.host, k.port)
             .await
-            .map_err(|e| {
-                let mut err = classify(&e);
-                err.message = format!("redis {}:{}: {}", k.host, k.port, err.message);
-                err
-            })?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+            .map_err(|e| egress_error(&what, &e))?;
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(timeout));
+        let mut last = None;
+        // Each address was checked; connect to it, not to the name.
+        for addr in addrs {
+            let info = ConnectionAddr::Tcp(addr.ip().to_string(), addr.port())
+                .into_connection_info()
+                .map_err(|e| classify(&e))?
+                .set_redis_settings(redis_info.clone());
+            let client = ::redis::Client::open(info).map_err(|e| classify(&e))?;
+            match client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                Ok(conn) => {
+                    *slot = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    let mut err = classify(&e);
+                    err.message = format!("{what} ({addr}): {}", err.message);
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            TargetError::retryable(ErrorClass::Connection, format!("{what}: no address"))
+        }))
     }
 
     /// Forgets the connection (it broke); the next command opens a new one.
