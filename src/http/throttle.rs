@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,9 @@ pub struct ClientAddr(pub IpAddr);
 #[derive(Debug, Default)]
 pub struct AuthThrottle {
     table: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Entries in `table` (kept under its lock): lets every authenticated request skip the
+    /// lock while no address has failed.
+    tracked: AtomicUsize,
 }
 
 impl AuthThrottle {
@@ -30,6 +34,9 @@ impl AuthThrottle {
     /// failures within the current window).
     #[must_use]
     pub fn blocked(&self, addr: IpAddr, limit: u32, now: Instant) -> Option<u64> {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let &(count, start) = table.get(&addr)?;
         let elapsed = now.saturating_duration_since(start);
@@ -50,6 +57,7 @@ impl AuthThrottle {
             *entry = (0, now);
         }
         entry.0 = entry.0.saturating_add(1);
+        self.tracked.store(table.len(), Ordering::Relaxed);
     }
 
     /// Addresses tracked now.

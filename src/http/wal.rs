@@ -190,13 +190,19 @@ pub async fn write(
         ));
     }
     // The message's targets are the namespace's (checked only after the caller is known to
-    // have access: nothing is built or cached for an anonymous or foreign request).
+    // have access: nothing is built or cached for an anonymous or foreign request). Declared
+    // targets were checked when the namespace was installed; only an ad-hoc object (where
+    // the namespace accepts them) still needs its adapter built.
     if let Some(refs) = &v.targets {
-        let targets = crate::model::target_ref::resolve(&ns.spec, refs, "target")
+        crate::model::target_ref::resolve(&ns.spec, refs, "target")
             .map_err(ApiError::validation)?;
-        app.delivery
-            .check_targets("target", &targets)
-            .map_err(ApiError::validation)?;
+        for (i, r) in refs.iter().enumerate() {
+            if let crate::model::TargetRef::Inline(t) = r {
+                app.delivery
+                    .check_target(&crate::model::validate::index("target", i), t)
+                    .map_err(ApiError::validation)?;
+            }
+        }
     }
     let size = body.len() as u64;
     if size > ns.spec.max_message_size {
