@@ -25,6 +25,8 @@ pub mod delivery;
 pub mod egress;
 pub mod engine;
 pub mod http;
+pub mod ingest;
+pub mod io_loop;
 pub mod message;
 pub mod metrics;
 pub mod mirror;

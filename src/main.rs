@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: the request path allocates per request, and glibc's malloc/free were ~17 % of
+/// the server's CPU under load (docs/BENCHMARKS.md, "What each change bought").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = wald::cli::Cli::parse();
     wald::cli::init_tracing(cli.verbose);

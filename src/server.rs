@@ -19,6 +19,7 @@ use tower::ServiceExt as _;
 use crate::app::App;
 use crate::http::error::ErrorCode;
 use crate::http::headers::HYPER_MAX_BUF_BYTES;
+use crate::io_loop::IoThreads;
 
 /// Serves the API on `listener` until `shutdown` resolves.
 ///
@@ -43,7 +44,24 @@ pub async fn run(
         flag.shutting_down.store(true, Ordering::Relaxed);
         tracing::info!("shutting down: refusing new writes, finishing in-flight requests");
     };
-    let serve = serve(listener, router, Limits::of(&app.config.server), signal);
+    let threads = match usize::try_from(app.config.server.io_threads) {
+        Ok(0) | Err(_) => {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }
+        Ok(n) => n,
+    };
+    let io = IoThreads::start(threads)?;
+    tracing::info!(
+        threads = io.len(),
+        "I/O threads serving connections, committing inline"
+    );
+    let serve = serve(
+        listener,
+        &io,
+        router,
+        Limits::of(&app.config.server),
+        signal,
+    );
     // In-flight requests get the grace period; after it, the process moves on to closing.
     let result = tokio::select! {
         r = serve => r,
@@ -57,7 +75,11 @@ pub async fn run(
     let _ = consumers.await;
     let _ = mirrors.await;
     let closing = Arc::clone(&app);
-    let _ = tokio::task::spawn_blocking(move || closing.engine.close_all()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        io.stop();
+        closing.engine.close_all();
+    })
+    .await;
     tracing::info!("all logs closed");
     result
 }
@@ -100,6 +122,7 @@ impl Limits {
 /// request in flight is answered, and returns when all have closed.
 async fn serve(
     listener: TcpListener,
+    io: &IoThreads,
     router: axum::Router,
     limits: Limits,
     signal: impl Future<Output = ()> + Send + 'static,
@@ -131,30 +154,31 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
         let router = router.clone();
-        let in_request = Arc::clone(&activity);
-        let client = crate::http::throttle::ClientAddr(peer.ip());
-        let service =
-            hyper::service::service_fn(move |mut req: axum::extract::Request<Incoming>| {
-                req.extensions_mut().insert(client);
-                let busy = InRequest::start(Arc::clone(&in_request));
-                let answer = router.clone().oneshot(req);
-                async move {
-                    let r = answer.await;
-                    drop(busy);
-                    r
-                }
-            });
-        let io = TokioIo::new(Watched {
-            inner: stream,
-            activity: Arc::clone(&activity),
-        });
-        let conn = http.serve_connection(io, service);
+        let http = http.clone();
         let (mut stop, open) = (stop_rx.clone(), open_rx.clone());
         let idle = limits.idle;
-        tokio::spawn(async move {
+        let spawned = io.spawn(stream, move |stream| async move {
             let _slot = slot;
+            let activity = Arc::new(Activity::new());
+            let in_request = Arc::clone(&activity);
+            let client = crate::http::throttle::ClientAddr(peer.ip());
+            let service =
+                hyper::service::service_fn(move |mut req: axum::extract::Request<Incoming>| {
+                    req.extensions_mut().insert(client);
+                    let busy = InRequest::start(Arc::clone(&in_request));
+                    let answer = router.clone().oneshot(req);
+                    async move {
+                        let r = answer.await;
+                        drop(busy);
+                        r
+                    }
+                });
+            let io = TokioIo::new(Watched {
+                inner: stream,
+                activity: Arc::clone(&activity),
+            });
+            let conn = http.serve_connection(io, service);
             let mut conn = std::pin::pin!(conn);
             let mut stopping = *stop.borrow();
             if stopping {
@@ -185,6 +209,9 @@ async fn serve(
             }
             drop(open);
         });
+        if let Err(e) = spawned {
+            tracing::debug!(%peer, error = %e, "handing a connection to an I/O thread failed");
+        }
     }
     drop(listener);
     let _ = stop_tx.send(true);

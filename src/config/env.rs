@@ -151,6 +151,7 @@ impl Config {
             "server.max_connections" => server.max_connections = parse(key, v)?,
             "server.max_read_bytes" => server.max_read_bytes = parse(key, v)?,
             "server.max_concurrent_reads" => server.max_concurrent_reads = parse(key, v)?,
+            "server.io_threads" => server.io_threads = parse(key, v)?,
             "server.cors.allowed_origins" => server.cors.allowed_origins = list(v),
             "server.allowed_hosts" => server.allowed_hosts = list(v),
             "server.cors.allowed_methods" => server.cors.allowed_methods = list(v),

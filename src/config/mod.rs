@@ -166,6 +166,9 @@ pub struct ServerConfig {
     /// for a slot, then is answered 503 `OVERLOADED` with `Retry-After`. With
     /// `max_read_bytes` this bounds the memory reads hold. Default: 16. Range: 1 ..= 4096.
     pub max_concurrent_reads: u64,
+    /// Event-loop threads serving connections (each commits its requests' writes inline:
+    /// docs/ARCHITECTURE.md, "The write path"). 0: one per CPU. Default: 0. Range: 0 ..= 256.
+    pub io_threads: u64,
     /// `[server.cors]`: cross-origin requests. Default: off.
     pub cors: CorsConfig,
     /// Host names a request's `Host` header may carry (without the port; `"*"`: any), so a
@@ -191,6 +194,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_read_bytes: 8 << 20,
             max_concurrent_reads: 16,
+            io_threads: 0,
             cors: CorsConfig::default(),
             allowed_hosts: Vec::new(),
         }
@@ -517,6 +521,7 @@ impl ServerConfig {
             1,
             4096,
         )?;
+        check_range("server.io_threads", self.io_threads, 0, 256)?;
         self.cors.validate()
     }
 }

@@ -219,6 +219,7 @@ fn bad_values_name_their_key() {
         ("[server]\nmax_connections = 0", "server.max_connections"),
         ("[server]\nmax_read_bytes = 10", "server.max_read_bytes"),
         ("[server]\nmax_concurrent_reads = 0", "server.max_concurrent_reads"),
+        ("[server]\nio_threads = 257", "server.io_threads"),
         ("[server]\ndata_dir = \"\"", "server.data_dir"),
         ("[server.cors]\nallowed_origins = [\"*\", \"https://a.example\"]", "server.cors.allowed_origins"),
         ("[server.cors]\nallowed_origins = [\"https://a.example/path\"]", "server.cors.allowed_origins[0]"),

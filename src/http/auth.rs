@@ -125,6 +125,16 @@ pub fn authorize_namespace(
     ns: &NamespaceRuntime,
     name: &str,
 ) -> Result<(), ApiError> {
+    check_access(caller, ns, name)?;
+    take_budget(app, caller, ns, name, 1)
+}
+
+/// Whether the caller may use the namespace at all (its key's namespaces and the
+/// namespace's `allowedApiKeys`), without taking rate-limit budget.
+///
+/// # Errors
+/// 401 / 403.
+pub fn check_access(caller: &Caller, ns: &NamespaceRuntime, name: &str) -> Result<(), ApiError> {
     let listed = ns
         .spec
         .access_control
@@ -149,6 +159,21 @@ pub fn authorize_namespace(
             }
         }
     }
+    Ok(())
+}
+
+/// Takes `n` requests' worth of the (key, namespace) rate-limit budget, all or none (a
+/// batch write counts each message).
+///
+/// # Errors
+/// 429 with `Retry-After`; 400 when `n` exceeds the burst limit (it could never pass).
+pub fn take_budget(
+    app: &App,
+    caller: &Caller,
+    ns: &NamespaceRuntime,
+    name: &str,
+    n: u32,
+) -> Result<(), ApiError> {
     // The namespace's own limits, else the server's `[rate_limits]` defaults.
     let limits = match &ns.spec.access_control {
         Some(ac) => Limits {
@@ -166,7 +191,16 @@ pub fn authorize_namespace(
         }
     };
     let key = caller.0.as_ref().map_or("anonymous", |w| w.id.as_str());
-    if let Err(wait) = app.limiter.check(key, name, limits, Instant::now()) {
+    if n > limits.burst {
+        return Err(ApiError::validation(vec![crate::model::validate::FieldError::new(
+            "messages",
+            format!(
+                "{n} messages to namespace '{name}' exceed its burstLimit of {}: send at most that many per request",
+                limits.burst
+            ),
+        )]));
+    }
+    if let Err(wait) = app.limiter.check_n(key, name, limits, Instant::now(), n) {
         app.metrics.rate_limited.with_label_values(&[name]).inc();
         return Err(ApiError::new(
             ErrorCode::RateLimited,

@@ -6,11 +6,7 @@
 //! middleware, and from the body by the routes that carry it there (the write, namespace
 //! creation), which call [`check_owner`].
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
 
 use super::error::{ApiError, ErrorCode};
 use crate::app::App;
@@ -57,20 +53,21 @@ fn namespace_in_path(path: &str) -> Option<String> {
     None
 }
 
-/// Middleware: redirects requests for namespaces owned by another instance.
-pub async fn route(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+/// 307 to the owner when the namespace in the path is another instance's.
+///
+/// # Errors
+/// The redirect.
+pub fn owned_here(app: &App, req: &Request) -> Result<(), ApiError> {
     if app.config.cluster.enabled() {
         if let Some(ns) = namespace_in_path(req.uri().path()) {
             let pq = req
                 .uri()
                 .path_and_query()
                 .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-            if let Err(e) = check_owner(&app, &ns, &pq) {
-                return e.into_response();
-            }
+            check_owner(app, &ns, &pq)?;
         }
     }
-    next.run(req).await
+    Ok(())
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ impl Modify for UniqueOperationIds {
 #[openapi(
     info(title = "wald", description = "Write-ahead-log service: durable writes over a segmented, group-committed log."),
     paths(
-        super::wal::write, super::read::get_message, super::txn::transaction_status, super::wal::namespace_status, super::read::read_messages,
+        super::wal::write, super::wal::write_batch, super::read::get_message, super::txn::transaction_status, super::wal::namespace_status, super::read::read_messages,
         super::ns_metrics::namespace_metrics,
         super::namespaces::create, super::namespaces::list, super::namespaces::read, super::namespaces::replace, super::namespaces::remove,
         super::dlq::list, super::dlq::read, super::dlq::discard, super::dlq::replay_one, super::dlq::replay_all, super::dlq::replay_log, super::dlq::task,

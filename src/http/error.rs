@@ -3,14 +3,11 @@
 //! with an explicit status per code — never a 400 for a server fault, never a 500 for a
 //! client's mistake.
 
-use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::request_id::RequestId;
 use crate::model::time::rfc3339_ms;
 use crate::model::validate::FieldError;
 
@@ -279,17 +276,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Middleware: renders every `ApiError` (from handlers, extractors, fallbacks) as the
-/// envelope, with the request id, path, method and time.
-pub async fn envelope(req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let rid = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let mut resp = next.run(req).await;
+/// Renders the answer's `ApiError`, if any, as the envelope (see [`envelope`]).
+pub fn finish(mut resp: Response, rid: &str, path: &str, method: &Method) -> Response {
     let err = resp.extensions_mut().remove::<ApiError>();
     let err = match err {
         Some(e) => e,
@@ -307,7 +295,7 @@ pub async fn envelope(req: Request, next: Next) -> Response {
         }
         None => return resp,
     };
-    render(&err, &rid, &path, &method)
+    render(&err, rid, path, method)
 }
 
 fn from_status(s: StatusCode) -> ApiError {

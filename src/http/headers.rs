@@ -8,8 +8,6 @@
 //! headers) still gets hyper's bare 431.
 
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorCode};
 
@@ -35,16 +33,19 @@ pub fn header_section_bytes(req: &Request) -> usize {
         + line
 }
 
-/// Middleware: a header section over [`MAX_HEADER_BYTES`] answers 431 `HEADER_TOO_LARGE`.
-pub async fn limit(req: Request, next: Next) -> Response {
-    let size = header_section_bytes(&req);
+/// 431 when the header section is over [`MAX_HEADER_BYTES`].
+///
+/// # Errors
+/// The 431.
+pub fn check(req: &Request) -> Result<(), ApiError> {
+    let size = header_section_bytes(req);
     if size > MAX_HEADER_BYTES {
         let largest = req
             .headers()
             .iter()
             .max_by_key(|(n, v)| n.as_str().len() + v.len())
             .map(|(n, _)| n.as_str().to_owned());
-        return ApiError::new(
+        return Err(ApiError::new(
             ErrorCode::HeaderTooLarge,
             format!("request headers take {size} bytes; the limit is {MAX_HEADER_BYTES}"),
         )
@@ -52,10 +53,9 @@ pub async fn limit(req: Request, next: Next) -> Response {
             "actualSize": size,
             "maxSize": MAX_HEADER_BYTES,
             "largestHeader": largest,
-        }))
-        .into_response();
+        })));
     }
-    next.run(req).await
+    Ok(())
 }
 
 #[cfg(test)]

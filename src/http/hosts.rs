@@ -6,12 +6,8 @@
 //! `Origin`: it is served only when it names this very host or one of `[server.cors]
 //! allowed_origins`.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorCode};
 use crate::app::App;
@@ -56,8 +52,11 @@ pub fn origin_allowed(origin: &str, host: Option<&str>, cors: &[String]) -> bool
     matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
-/// The middleware: 403 `HOST_NOT_ALLOWED` / `ORIGIN_NOT_ALLOWED`.
-pub async fn check(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+/// Whether the request's `Host` and `Origin` may be served.
+///
+/// # Errors
+/// 403 `HOST_NOT_ALLOWED` / `ORIGIN_NOT_ALLOWED`.
+pub fn allowed(app: &App, req: &Request) -> Result<(), ApiError> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -66,11 +65,10 @@ pub async fn check(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     let server = &app.config.server;
     if let Some(h) = &host {
         if !host_allowed(h, &server.allowed_hosts) {
-            return ApiError::new(
+            return Err(ApiError::new(
                 ErrorCode::HostNotAllowed,
                 "this Host is not served; list it in [server] allowed_hosts",
-            )
-            .into_response();
+            ));
         }
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
@@ -78,15 +76,14 @@ pub async fn check(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             .to_str()
             .is_ok_and(|o| origin_allowed(o, host.as_deref(), &server.cors.allowed_origins));
         if !ok {
-            return ApiError::new(
+            return Err(ApiError::new(
                 ErrorCode::OriginNotAllowed,
                 "cross-origin requests from this Origin are not allowed; list it in \
                  [server.cors] allowed_origins",
-            )
-            .into_response();
+            ));
         }
     }
-    next.run(req).await
+    Ok(())
 }
 
 #[cfg(test)]

@@ -47,6 +47,21 @@ impl RateLimiter {
         limits: Limits,
         now: Instant,
     ) -> Result<(), u64> {
+        self.check_n(key, namespace, limits, now, 1)
+    }
+
+    /// Takes `n` requests at once (all or none), as [`RateLimiter::check`].
+    ///
+    /// # Errors
+    /// The seconds to wait (at least 1).
+    pub fn check_n(
+        &self,
+        key: &str,
+        namespace: &str,
+        limits: Limits,
+        now: Instant,
+        n: u32,
+    ) -> Result<(), u64> {
         if limits.per_minute == 0 || limits.burst == 0 || limits.per_hour == 0 {
             return Err(60);
         }
@@ -70,16 +85,17 @@ impl RateLimiter {
             b.hour_start = now;
             b.hour_count = 0;
         }
-        if b.hour_count >= limits.per_hour {
+        if b.hour_count.saturating_add(n) > limits.per_hour {
             let left = Duration::from_secs(3600).saturating_sub(now.duration_since(b.hour_start));
             return Err(left.as_secs().max(1));
         }
-        if b.tokens < 1.0 {
-            let wait = ((1.0 - b.tokens) / rate).ceil();
+        let need = f64::from(n);
+        if b.tokens < need {
+            let wait = ((need - b.tokens) / rate).ceil();
             return Err((wait as u64).max(1));
         }
-        b.tokens -= 1.0;
-        b.hour_count += 1;
+        b.tokens -= need;
+        b.hour_count = b.hour_count.saturating_add(n);
         Ok(())
     }
 }

@@ -3,9 +3,6 @@
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
 
 /// The header.
 pub const HEADER: &str = "x-request-id";
@@ -32,20 +29,13 @@ pub fn generate() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// Middleware: attaches the request id and echoes it in the answer.
-pub async fn layer(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
+/// The request's id: the client's usable `X-Request-ID`, else a new one.
+#[must_use]
+pub fn of(req: &Request) -> String {
+    req.headers()
         .get(HEADER)
         .and_then(usable)
-        .unwrap_or_else(generate);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut resp = next.run(req).instrument(span).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(HEADER, v);
-    }
-    resp
+        .unwrap_or_else(generate)
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub(crate) struct Queue {
     pub(crate) space_waiters: usize,
     /// Maintenance calls waiting for the leader to step down (see `Shared::lead_free`).
     pub(crate) maintenance_waiters: usize,
+    /// Inline committers waiting for the leader to step down (they lead what is left).
+    pub(crate) inline_waiters: usize,
     /// Tickets completed by the previous batch: about how many writers will come back.
     pub(crate) prev_batch_tickets: usize,
     /// A leader is lingering until this many tickets are queued.
@@ -94,6 +96,7 @@ impl Queue {
             head: 0,
             space_waiters: 0,
             maintenance_waiters: 0,
+            inline_waiters: 0,
             prev_batch_tickets: 0,
             linger_target: None,
         }
@@ -162,7 +165,7 @@ impl Queue {
     }
 
     /// Takes up to `max_bytes` of records (at least one) and the tickets they complete.
-    fn take(&mut self, max_bytes: usize) -> Batch {
+    pub(crate) fn take(&mut self, max_bytes: usize) -> Batch {
         let mut n = 0;
         let mut bytes = 0usize;
         for m in &self.metas {
@@ -252,6 +255,7 @@ impl Shared {
             {
                 let mut s = slot.lock();
                 if let Some(r) = s.result.take() {
+                    s.taken = true;
                     let chain = s.chain.take();
                     drop(s);
                     // Pass the wake-up on: this batch's waiters are woken as a tree.
@@ -405,13 +409,16 @@ impl Shared {
     pub(crate) fn release_lead(&self) {
         let mut q = lock(&self.queue);
         q.leader = false;
-        let next = if q.has_work() {
+        // An inline committer waiting to lead takes what is left; else a blocked waiter or
+        // the background committer.
+        let inline_waiters = q.inline_waiters > 0;
+        let next = if q.has_work() && !inline_waiters {
             Some(q.successor())
         } else {
             None
         };
         let space_waiters = q.space_waiters > 0;
-        let maintenance_waiters = q.maintenance_waiters > 0;
+        let maintenance_waiters = q.maintenance_waiters > 0 || inline_waiters;
         drop(q);
         if space_waiters {
             self.space.notify_all();
@@ -428,7 +435,7 @@ impl Shared {
 
     /// Writes a batch (rolling segments as needed) and syncs it when asked.
     /// Returns whether an fsync covered it.
-    fn commit(&self, w: &mut Writer, batch: &Batch) -> Result<bool> {
+    pub(crate) fn commit(&self, w: &mut Writer, batch: &Batch) -> Result<bool> {
         let metas = &batch.metas;
         let mut i = 0;
         while i < metas.len() {
@@ -528,7 +535,7 @@ impl Shared {
     /// Publishes a committed batch to readers and completes its tickets; on failure poisons
     /// the log and fails the batch and everything queued. Returns the batch's wake chain
     /// (`own`, the leader's slot, is completed but not in it: the leader is awake).
-    fn finish(
+    pub(crate) fn finish(
         &self,
         w: &Writer,
         batch: &Batch,
@@ -594,7 +601,7 @@ impl Shared {
 }
 
 /// Fails every queued ticket with `err` and empties the queue.
-fn fail_all(q: &mut super::commit::Queue, err: &Error) -> Vec<Wake> {
+pub(crate) fn fail_all(q: &mut super::commit::Queue, err: &Error) -> Vec<Wake> {
     q.buf.clear();
     q.metas.clear();
     q.tickets

@@ -2,6 +2,7 @@
 
 mod background;
 mod commit;
+pub mod inline;
 mod reader;
 mod retention;
 mod ticket;

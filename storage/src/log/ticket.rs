@@ -47,6 +47,8 @@ pub(crate) struct SlotState {
     /// next ones, so a batch's followers are woken as a tree, in parallel, not one by one
     /// by the leader.
     pub(crate) chain: Option<Arc<WakeChain>>,
+    /// The result was taken by the ticket's owner.
+    pub(crate) taken: bool,
 }
 
 /// The waiters of one completed batch, woken in a fan-out.
@@ -100,12 +102,19 @@ impl Slot {
                 wake: Wake::Nobody,
                 lead: false,
                 chain: None,
+                taken: false,
             }),
         })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the result is in (taken or not).
+    pub(crate) fn is_complete(&self) -> bool {
+        let s = self.lock();
+        s.result.is_some() || s.taken
     }
 
     /// Stores the result and returns whom to wake (outside any lock).
@@ -174,6 +183,16 @@ impl Ticket {
         self.shared.wait_blocking(&self.slot)
     }
 
+    /// Starts the commit of this ticket's records without waiting for it: on an
+    /// inline-commit thread it is noted for the thread's next flush, elsewhere the
+    /// background committer is woken. (Awaiting a ticket does this; call it for tickets
+    /// that are awaited one after another, so that they share one commit.)
+    pub fn schedule(&self) {
+        if !super::inline::defer(&self.shared, &self.slot) {
+            self.shared.ensure_committer();
+        }
+    }
+
     /// The result when already complete, without blocking.
     #[must_use]
     pub fn try_result(&self) -> Option<Result<Appended>> {
@@ -192,11 +211,16 @@ impl Future for Ticket {
         {
             let mut s = self.slot.lock();
             if let Some(r) = s.result.take() {
+                s.taken = true;
                 return Poll::Ready(r);
             }
             s.wake = Wake::Task(cx.waker().clone());
         }
-        self.shared.ensure_committer();
+        // On an inline-commit thread the commit happens when its event loop goes idle;
+        // elsewhere the background committer does it.
+        if !super::inline::defer(&self.shared, &self.slot) {
+            self.shared.ensure_committer();
+        }
         Poll::Pending
     }
 }

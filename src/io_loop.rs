@@ -1,0 +1,136 @@
+//! The I/O threads: the event loops that serve HTTP connections.
+//!
+//! Each thread runs a single-threaded async runtime; the accept loop hands every new
+//! connection to one of them (round robin), and the connection lives there until it closes:
+//! its socket is registered with that thread's reactor, and its requests, their appends and
+//! their answers all run on that one thread. Each thread commits inline
+//! ([`wald_storage::log::inline`]): when its loop has run every ready request and is about
+//! to wait for I/O, it writes what those requests appended and covers it with one
+//! `fdatasync`, then answers them — Redis's event loop, one fsync per loop iteration, with
+//! no hand-off to another thread on the way.
+//!
+//! What else runs on the main runtime (delivery, mirrors, timers) stays there.
+
+use std::io;
+use std::net::TcpStream as StdTcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use tokio::runtime::{Builder, Handle};
+use tokio::sync::oneshot;
+
+/// The pool of I/O threads.
+#[derive(Debug)]
+pub struct IoThreads {
+    threads: Vec<IoThread>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct IoThread {
+    handle: Handle,
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl IoThreads {
+    /// Starts `n` threads (at least one).
+    ///
+    /// # Errors
+    /// A thread or its runtime cannot be created.
+    pub fn start(n: usize) -> io::Result<Self> {
+        let n = n.max(1);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<Handle>>();
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            let join = std::thread::Builder::new()
+                .name(format!("wald-io-{i}"))
+                .spawn(move || {
+                    wald_storage::log::inline::enable_on_this_thread();
+                    let rt = Builder::new_current_thread()
+                        .enable_all()
+                        // The end of each loop iteration: commit what its requests appended.
+                        .on_thread_park(|| {
+                            wald_storage::log::inline::flush();
+                        })
+                        .build();
+                    let rt = match rt {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(async {
+                        let _ = stop_rx.await;
+                    });
+                    // Tickets awaited by tasks being dropped: commit their records anyway.
+                    wald_storage::log::inline::flush();
+                    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+                    wald_storage::log::inline::flush();
+                })?;
+            let handle = ready_rx
+                .recv()
+                .map_err(|_| io::Error::other("an I/O thread exited while starting"))??;
+            threads.push(IoThread {
+                handle,
+                stop: Some(stop_tx),
+                join: Some(join),
+            });
+        }
+        Ok(Self {
+            threads,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The number of threads.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Never empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
+    }
+
+    /// Runs `serve` with a connection on the next thread: the socket is moved to that
+    /// thread's reactor there.
+    ///
+    /// # Errors
+    /// The socket cannot be detached from the accepting reactor.
+    pub fn spawn<F, Fut>(&self, stream: tokio::net::TcpStream, serve: F) -> io::Result<()>
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let std: StdTcpStream = stream.into_std()?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
+        let t = &self.threads[i];
+        t.handle.spawn(async move {
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(s) => serve(s).await,
+                Err(e) => tracing::debug!(error = %e, "registering a connection failed"),
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops every thread (its remaining tasks are dropped) and waits for it to exit.
+    pub fn stop(mut self) {
+        for t in &mut self.threads {
+            if let Some(s) = t.stop.take() {
+                let _ = s.send(());
+            }
+        }
+        for t in &mut self.threads {
+            if let Some(j) = t.join.take() {
+                let _ = j.join();
+            }
+        }
+    }
+}
