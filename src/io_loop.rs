@@ -120,6 +120,27 @@ impl IoThreads {
         Ok(())
     }
 
+    /// Returns once every thread has run two more loop iterations (each polling its
+    /// sockets), or after `limit`: what clients sent before this call has then been read.
+    pub async fn settle(&self, limit: std::time::Duration) {
+        let handles: Vec<_> = self
+            .threads
+            .iter()
+            .map(|t| {
+                t.handle.spawn(async {
+                    tokio::task::yield_now().await;
+                    tokio::task::yield_now().await;
+                })
+            })
+            .collect();
+        let all = async {
+            for h in handles {
+                let _ = h.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, all).await;
+    }
+
     /// Stops every thread (its remaining tasks are dropped) and waits for it to exit.
     pub fn stop(mut self) {
         for t in &mut self.threads {

@@ -38,12 +38,7 @@ pub async fn run(
     // Transactions that were not final when the process stopped go on where they were.
     app.txns.resume_all(&app);
     let grace = app.config.server.shutdown_grace();
-    let flag = Arc::clone(&app);
-    let signal = async move {
-        shutdown.await;
-        flag.shutting_down.store(true, Ordering::Relaxed);
-        tracing::info!("shutting down: refusing new writes, finishing in-flight requests");
-    };
+    let signal = shutdown;
     let threads = match usize::try_from(app.config.server.io_threads) {
         Ok(0) | Err(_) => {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -58,6 +53,7 @@ pub async fn run(
     let serve = serve(
         listener,
         &io,
+        Arc::clone(&app),
         router,
         Limits::of(&app.config.server),
         signal,
@@ -93,6 +89,8 @@ struct Limits {
     idle: Duration,
     /// Connections open at once.
     max_connections: usize,
+    /// The shutdown grace period.
+    grace: Duration,
 }
 
 impl Limits {
@@ -103,6 +101,7 @@ impl Limits {
             max_connections: usize::try_from(config.max_connections)
                 .unwrap_or(usize::MAX)
                 .clamp(1, Semaphore::MAX_PERMITS),
+            grace: config.shutdown_grace(),
         }
     }
 }
@@ -123,6 +122,7 @@ impl Limits {
 async fn serve(
     listener: TcpListener,
     io: &IoThreads,
+    app: Arc<App>,
     router: axum::Router,
     limits: Limits,
     signal: impl Future<Output = ()> + Send + 'static,
@@ -155,6 +155,7 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let app = Arc::clone(&app);
         let http = http.clone();
         let (mut stop, open) = (stop_rx.clone(), open_rx.clone());
         let idle = limits.idle;
@@ -167,9 +168,14 @@ async fn serve(
                 hyper::service::service_fn(move |mut req: axum::extract::Request<Incoming>| {
                     req.extensions_mut().insert(client);
                     let busy = InRequest::start(Arc::clone(&in_request));
-                    let answer = router.clone().oneshot(req);
+                    // The write routes skip the router's layers (same steps, no layers).
+                    let fast = crate::http::fast::route_of(&app, &req);
+                    let (app, router) = (Arc::clone(&app), router.clone());
                     async move {
-                        let r = answer.await;
+                        let r = match fast {
+                            Some(route) => Ok(crate::http::fast::serve(app, route, req).await),
+                            None => router.oneshot(req).await,
+                        };
                         drop(busy);
                         r
                     }
@@ -214,6 +220,12 @@ async fn serve(
         }
     }
     drop(listener);
+    // Requests that reached a connection while its I/O thread was in an fsync are in flight
+    // too: let every thread run one more loop iteration (reading them, admitting them)
+    // before writes are refused and connections asked to close.
+    io.settle(limits.grace).await;
+    app.shutting_down.store(true, Ordering::Relaxed);
+    tracing::info!("shutting down: refusing new writes, finishing in-flight requests");
     let _ = stop_tx.send(true);
     drop(open_rx);
     open_tx.closed().await;

@@ -557,6 +557,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/health/liveness", "get"),
     ("/api/v1/health/readiness", "get"),
     ("/metrics", "get"),
+    ("/api/v1/wal/write/batch", "post"),
 ];
 
 #[test]
@@ -740,4 +741,228 @@ fn concurrent_writes_with_one_idempotency_key_append_once() {
         .req("GET", "/api/v1/wal/namespace/race/status", &[], None)
         .json();
     assert_eq!(st["partitions"][0]["nextOffset"], 1);
+}
+
+fn batch(s: &Server, headers: &[(&str, &str)], messages: serde_json::Value) -> common::Resp {
+    s.post_json(
+        "/api/v1/wal/write/batch",
+        headers,
+        &json!({ "messages": messages }),
+    )
+}
+
+fn next_offset(s: &Server, ns: &str) -> u64 {
+    // As the admin: its rate-limit budget is its own.
+    let st = s
+        .admin("GET", &format!("/api/v1/wal/namespace/{ns}/status"), None)
+        .json();
+    st["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["nextOffset"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_batch_writes_every_message_in_order_and_each_is_readable_at_once() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(
+        json!({ "name": "orders", "shardConfig": { "strategy": "hash", "partitionCount": 2 } }),
+    );
+    s.create_namespace(ns("audit"));
+    let mut messages = Vec::new();
+    for i in 0..6 {
+        messages.push(json!({ "namespace": "orders", "payload": { "i": i }, "partitionKey": format!("k{}", i % 2) }));
+    }
+    messages.push(json!({ "namespace": " Audit ", "payload": { "who": "jo" }, "tags": ["x"] }));
+    let r = batch(&s, &[], json!(messages));
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(r.header("x-request-id").is_some());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 7);
+    // Per partition, the messages sit at consecutive offsets in request order.
+    let mut last: std::collections::HashMap<(String, u64), u64> = Default::default();
+    for (i, res) in results.iter().enumerate() {
+        assert_eq!(res["durable"], "true", "{res}");
+        assert_eq!(res["duplicate"], false);
+        let ns = res["namespace"].as_str().unwrap().to_owned();
+        assert_eq!(ns, if i < 6 { "orders" } else { "audit" });
+        let key = (ns, res["partition"].as_u64().unwrap());
+        let off = res["offset"].as_u64().unwrap();
+        if let Some(prev) = last.insert(key, off) {
+            assert_eq!(off, prev + 1, "{results:?}");
+        }
+        // Readable by id as soon as answered.
+        let id = res["messageId"].as_str().unwrap();
+        let m = s.req("GET", &format!("/api/v1/wal/messages/{id}"), &[], None);
+        assert_eq!(m.status, 200, "{}", m.text());
+        let want = if i < 6 {
+            json!({ "i": i })
+        } else {
+            json!({ "who": "jo" })
+        };
+        assert_eq!(m.json()["payload"], want);
+    }
+    // Messages with one partition key share a partition.
+    assert_eq!(results[0]["partition"], results[2]["partition"]);
+    assert_eq!(next_offset(&s, "orders"), 6);
+    assert_eq!(next_offset(&s, "audit"), 1);
+}
+
+#[test]
+fn an_invalid_message_refuses_the_whole_batch_naming_it() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(ns("orders"));
+    let j = batch(
+        &s,
+        &[],
+        json!([
+            { "namespace": "orders", "payload": { "ok": 1 } },
+            { "namespace": "orders", "payload": {}, "priority": 11 },
+            { "namespace": "orders", "payload": { "ok": 3 }, "lifecycle": { "ttl": "x" } },
+            { "payload": { "ok": 4 } }
+        ]),
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    let fields: Vec<&str> = j["error"]["details"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    for f in [
+        "messages[1].payload",
+        "messages[1].priority",
+        "messages[2].lifecycle.ttl",
+        "messages[3].namespace",
+    ] {
+        assert!(fields.contains(&f), "{f} named in {fields:?}");
+    }
+    assert!(
+        !fields.iter().any(|f| f.starts_with("messages[0]")),
+        "{fields:?}"
+    );
+    // An unknown namespace in one message: its error, with its index; nothing appended.
+    let j = batch(
+        &s,
+        &[],
+        json!([{ "namespace": "orders", "payload": { "a": 1 } }, { "namespace": "nope", "payload": { "a": 1 } }]),
+    )
+    .assert_error(404, "NAMESPACE_NOT_FOUND");
+    assert_eq!(j["error"]["details"]["index"], 1, "{j}");
+    // Sizes: one message over its namespace's maxMessageSize.
+    s.create_namespace(json!({ "name": "small", "maxMessageSize": 1024 }));
+    let big = "x".repeat(2000);
+    let j = batch(
+        &s,
+        &[],
+        json!([{ "namespace": "small", "payload": { "a": 1 } }, { "namespace": "small", "payload": { "a": big } }]),
+    )
+    .assert_error(413, "MESSAGE_SIZE_LIMIT_EXCEEDED");
+    assert_eq!(j["error"]["details"]["index"], 1, "{j}");
+    // The shape of the list itself.
+    batch(&s, &[], json!([])).assert_error(400, "VALIDATION_ERROR");
+    let many: Vec<_> = (0..1001)
+        .map(|_| json!({ "namespace": "orders", "payload": { "a": 1 } }))
+        .collect();
+    let j = batch(&s, &[], json!(many)).assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(
+        j["error"]["details"]["fields"][0]["field"], "messages",
+        "{j}"
+    );
+    s.post_json("/api/v1/wal/write/batch", &[], &json!({ "message": [] }))
+        .assert_error(400, "VALIDATION_ERROR");
+    s.req(
+        "POST",
+        "/api/v1/wal/write/batch",
+        &[("content-type", "application/json")],
+        Some("{\"messages\": [1,"),
+    )
+    .assert_error(400, "MALFORMED_JSON");
+    s.req(
+        "POST",
+        "/api/v1/wal/write/batch",
+        &[("content-type", "text/plain")],
+        Some("{}"),
+    )
+    .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    // The idempotency key of a batch message goes in its body.
+    batch(
+        &s,
+        &[("idempotency-key", "k")],
+        json!([{ "namespace": "orders", "payload": { "a": 1 } }]),
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    // Nothing of any refused batch was appended.
+    assert_eq!(next_offset(&s, "orders"), 0);
+    assert_eq!(next_offset(&s, "small"), 0);
+}
+
+#[test]
+fn batch_idempotency_holds_within_and_across_requests() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(ns("orders"));
+    let first = s.post_json(
+        "/api/v1/wal/write",
+        &[("idempotency-key", "a")],
+        &json!({ "namespace": "orders", "payload": { "n": 0 } }),
+    );
+    assert_eq!(first.status, 202);
+    let first_id = first.json()["messageId"].clone();
+    let r = batch(
+        &s,
+        &[],
+        json!([
+            { "namespace": "orders", "payload": { "n": 1 }, "idempotencyKey": "a" },
+            { "namespace": "orders", "payload": { "n": 2 }, "idempotencyKey": "b" },
+            { "namespace": "orders", "payload": { "n": 3 }, "idempotencyKey": "b" },
+            { "namespace": "orders", "payload": { "n": 4 } }
+        ]),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let res = r.json()["results"].clone();
+    assert_eq!(res[0]["duplicate"], true);
+    assert_eq!(res[0]["messageId"], first_id);
+    assert_eq!(res[1]["duplicate"], false);
+    assert_eq!(res[2]["duplicate"], true);
+    assert_eq!(res[2]["messageId"], res[1]["messageId"]);
+    assert_eq!(res[2]["offset"], res[1]["offset"]);
+    assert_eq!(res[3]["duplicate"], false);
+    // Two messages appended (b and the key-less one), after the single write.
+    assert_eq!(next_offset(&s, "orders"), 3);
+    // Again: every keyed message is a duplicate now; the key-less one is appended again.
+    let r = batch(
+        &s,
+        &[],
+        json!([{ "namespace": "orders", "payload": { "n": 2 }, "idempotencyKey": "b" }]),
+    );
+    assert_eq!(r.json()["results"][0]["messageId"], res[1]["messageId"]);
+    assert_eq!(next_offset(&s, "orders"), 3);
+}
+
+#[test]
+fn batch_rate_limits_count_each_message() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(json!({ "name": "orders", "accessControl": { "rateLimits": {
+        "requestsPerMinute": 60, "requestsPerHour": 1000, "burstLimit": 5 } } }));
+    let four: Vec<_> = (0..4)
+        .map(|i| json!({ "namespace": "orders", "payload": { "i": i } }))
+        .collect();
+    assert_eq!(batch(&s, &[], json!(four)).status, 202);
+    // One token left: a batch of two takes none and is refused.
+    let r = batch(&s, &[], json!(four[..2]));
+    r.assert_error(429, "RATE_LIMITED");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(s.write("orders", json!({ "one": 1 })).status, 202);
+    // More messages than the burst can never pass.
+    let six: Vec<_> = (0..6)
+        .map(|i| json!({ "namespace": "orders", "payload": { "i": i } }))
+        .collect();
+    batch(&s, &[], json!(six)).assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(next_offset(&s, "orders"), 5);
 }

@@ -23,6 +23,69 @@ fn has_cors_headers(r: &common::Resp) -> Vec<String> {
         .collect()
 }
 
+/// The write routes skip the router's layers (src/http/fast.rs) except for cross-origin
+/// requests under CORS: both ways answer the same.
+#[test]
+fn the_write_routes_answer_alike_with_and_without_the_router() {
+    let (_d, dir) = tempdir();
+    let mut c = config(&dir);
+    c.server.cors.allowed_origins = vec!["https://app.example".into()];
+    let s = Server::start(c);
+    s.create_namespace(json!({ "name": "web" }));
+    let ways: [&[(&str, &str)]; 2] = [&[], &[("origin", "https://app.example")]];
+    let mut seen = Vec::new();
+    for (n, origin) in ways.iter().enumerate() {
+        let mut h = vec![("x-request-id", "req-1")];
+        h.extend_from_slice(origin);
+        let ok = s.post_json(
+            "/api/v1/wal/write",
+            &h,
+            &json!({ "namespace": "web", "payload": { "n": n } }),
+        );
+        assert_eq!(ok.status, 202, "{}", ok.text());
+        assert_eq!(ok.header("x-request-id"), Some("req-1"));
+        let keys: Vec<String> = ok.json().as_object().unwrap().keys().cloned().collect();
+        let bad = s
+            .post_json(
+                "/api/v1/wal/write/batch",
+                &h,
+                &json!({ "messages": [{ "namespace": "web", "payload": {} }] }),
+            )
+            .assert_error(400, "VALIDATION_ERROR");
+        assert_eq!(bad["metadata"]["requestId"], "req-1");
+        assert_eq!(bad["metadata"]["path"], "/api/v1/wal/write/batch");
+        let big = "x".repeat(usize::try_from(s.app.config.server.max_body_bytes).unwrap() + 10);
+        s.req(
+            "POST",
+            "/api/v1/wal/write",
+            &[&[("content-type", "application/json")], *origin].concat(),
+            Some(&big),
+        )
+        .assert_error(413, "MESSAGE_SIZE_LIMIT_EXCEEDED");
+        seen.push((
+            keys,
+            bad["error"]["details"].clone(),
+            has_cors_headers(&ok).is_empty(),
+        ));
+    }
+    assert_eq!(seen[0].0, seen[1].0, "the same answer fields");
+    assert_eq!(seen[0].1, seen[1].1, "the same error details");
+    assert!(
+        seen[0].2 && !seen[1].2,
+        "CORS headers only for the cross-origin request"
+    );
+    // Both were counted under the write route.
+    let m = s
+        .req("GET", "/metrics", &[("x-api-key", common::ADMIN)], None)
+        .text();
+    assert!(
+        m.lines().any(|l| l.contains("route=\"/api/v1/wal/write\"")
+            && l.contains("status=\"202\"")
+            && l.ends_with(" 2")),
+        "{m}"
+    );
+}
+
 #[test]
 fn cors_answers_allowed_origins_only() {
     let (_d, dir) = tempdir();

@@ -413,3 +413,32 @@ fn a_mirror_to_a_refused_address_does_not_connect() {
     );
     s.stop();
 }
+
+#[test]
+fn a_batch_is_authorized_per_message_namespace() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(closed(&dir));
+    s.create_namespace(json!({ "name": "orders" }));
+    s.create_namespace(json!({ "name": "payroll" }));
+    let body = json!({ "messages": [
+        { "namespace": "orders", "payload": { "a": 1 } },
+        { "namespace": "payroll", "payload": { "a": 2 } }
+    ] });
+    // Without a key: 401; with the orders-only key: 403 naming the payroll message.
+    s.post_json("/api/v1/wal/write/batch", &[], &body)
+        .assert_error(401, "UNAUTHORIZED");
+    let j = s
+        .post_json("/api/v1/wal/write/batch", &[("x-api-key", KEY)], &body)
+        .assert_error(403, "FORBIDDEN");
+    assert_eq!(j["error"]["details"]["index"], 1, "{j}");
+    // Nothing was appended to either.
+    for ns in ["orders", "payroll"] {
+        let st = s
+            .admin("GET", &format!("/api/v1/wal/namespace/{ns}/status"), None)
+            .json();
+        assert_eq!(st["partitions"][0]["nextOffset"], 0, "{ns}: {st}");
+    }
+    let ok = json!({ "messages": [{ "namespace": "orders", "payload": { "a": 1 } }] });
+    let r = s.post_json("/api/v1/wal/write/batch", &[("x-api-key", KEY)], &ok);
+    assert_eq!(r.status, 202, "{}", r.text());
+}

@@ -8,6 +8,7 @@
 //! headers) still gets hyper's bare 431.
 
 use axum::extract::Request;
+use axum::http::{HeaderMap, Method, Uri};
 
 use super::error::{ApiError, ErrorCode};
 
@@ -22,11 +23,13 @@ pub const HYPER_MAX_BUF_BYTES: usize = 1024 * 1024;
 /// The size of a request's header section as it was sent (HTTP/1.1 framing).
 #[must_use]
 pub fn header_section_bytes(req: &Request) -> usize {
+    section_bytes(req.method(), req.uri(), req.headers())
+}
+
+fn section_bytes(method: &Method, uri: &Uri, headers: &HeaderMap) -> usize {
     // "METHOD SP target SP HTTP/1.1 CRLF"
-    let line = req.method().as_str().len()
-        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
-        + 12;
-    req.headers()
+    let line = method.as_str().len() + uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
@@ -38,10 +41,17 @@ pub fn header_section_bytes(req: &Request) -> usize {
 /// # Errors
 /// The 431.
 pub fn check(req: &Request) -> Result<(), ApiError> {
-    let size = header_section_bytes(req);
+    check_headers(req.method(), req.uri(), req.headers())
+}
+
+/// [`check`], from the request line and headers.
+///
+/// # Errors
+/// As [`check`].
+pub fn check_headers(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+    let size = section_bytes(method, uri, headers);
     if size > MAX_HEADER_BYTES {
-        let largest = req
-            .headers()
+        let largest = headers
             .iter()
             .max_by_key(|(n, v)| n.as_str().len() + v.len())
             .map(|(n, _)| n.as_str().to_owned());

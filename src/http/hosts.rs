@@ -57,8 +57,15 @@ pub fn origin_allowed(origin: &str, host: Option<&str>, cors: &[String]) -> bool
 /// # Errors
 /// 403 `HOST_NOT_ALLOWED` / `ORIGIN_NOT_ALLOWED`.
 pub fn allowed(app: &App, req: &Request) -> Result<(), ApiError> {
-    let host = req
-        .headers()
+    allowed_headers(app, req.headers())
+}
+
+/// [`allowed`], from the headers.
+///
+/// # Errors
+/// As [`allowed`].
+pub fn allowed_headers(app: &App, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
@@ -71,7 +78,7 @@ pub fn allowed(app: &App, req: &Request) -> Result<(), ApiError> {
             ));
         }
     }
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
+    if let Some(origin) = headers.get(header::ORIGIN) {
         let ok = origin
             .to_str()
             .is_ok_and(|o| origin_allowed(o, host.as_deref(), &server.cors.allowed_origins));

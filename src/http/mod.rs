@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod docs;
 pub mod edge;
 pub mod error;
+pub mod fast;
 pub mod headers;
 pub mod health;
 pub mod hosts;

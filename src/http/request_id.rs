@@ -32,7 +32,13 @@ pub fn generate() -> String {
 /// The request's id: the client's usable `X-Request-ID`, else a new one.
 #[must_use]
 pub fn of(req: &Request) -> String {
-    req.headers()
+    of_headers(req.headers())
+}
+
+/// [`of`], from the headers.
+#[must_use]
+pub fn of_headers(headers: &axum::http::HeaderMap) -> String {
+    headers
         .get(HEADER)
         .and_then(usable)
         .unwrap_or_else(generate)
