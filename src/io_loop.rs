@@ -155,3 +155,121 @@ impl IoThreads {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use wald_storage::{Durability, Log, LogConfig, Record};
+
+    use super::IoThreads;
+
+    fn log(dir: &std::path::Path) -> Arc<Log> {
+        Arc::new(Log::open(dir.join("p"), LogConfig::default()).expect("open"))
+    }
+
+    /// Runs `f` on I/O thread `i % n` and returns its output.
+    async fn on<T: Send + 'static>(
+        io: &IoThreads,
+        i: usize,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let t = &io.threads[i % io.threads.len()];
+        t.handle.spawn(f).await.expect("task")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_requests_of_one_loop_iteration_share_one_fsync_on_their_thread() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let log = log(d.path());
+        let io = IoThreads::start(1).expect("threads");
+        let l = Arc::clone(&log);
+        let offsets = on(&io, 0, async move {
+            // 20 "requests" ready in the same iteration: each appends and awaits its ticket.
+            let tasks: Vec<_> = (0..20)
+                .map(|i| {
+                    let l = Arc::clone(&l);
+                    tokio::spawn(async move {
+                        let t = l
+                            .try_append(&[Record::from_payload(vec![i])], Durability::Sync)
+                            .expect("append");
+                        t.await.expect("durable")
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.expect("task"));
+            }
+            out
+        })
+        .await;
+        assert!(offsets.iter().all(|a| a.synced));
+        let mut o: Vec<u64> = offsets.iter().map(|a| a.first_offset).collect();
+        o.sort_unstable();
+        assert_eq!(o, (0..20).collect::<Vec<_>>());
+        let fsyncs = log.counters().fsyncs.load(Ordering::Relaxed);
+        // One flush covered them all (the background committer was never asked to).
+        assert_eq!(fsyncs, 1, "fsyncs for 20 appends of one iteration");
+        tokio::task::spawn_blocking(move || io.stop())
+            .await
+            .expect("stop");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn threads_sharing_a_log_each_get_every_ticket_completed() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let log = log(d.path());
+        let io = IoThreads::start(3).expect("threads");
+        let mut joins = Vec::new();
+        for i in 0..6 {
+            let l = Arc::clone(&log);
+            let t = &io.threads[i % 3];
+            joins.push(t.handle.spawn(async move {
+                let mut got = Vec::new();
+                for round in 0..50u8 {
+                    let t = l
+                        .try_append(&[Record::from_payload(vec![round])], Durability::Sync)
+                        .expect("append");
+                    got.push(t.await.expect("durable"));
+                }
+                got
+            }));
+        }
+        let mut all = Vec::new();
+        for j in joins {
+            all.extend(
+                tokio::time::timeout(Duration::from_secs(60), j)
+                    .await
+                    .expect("no ticket left waiting")
+                    .expect("task"),
+            );
+        }
+        assert!(all.iter().all(|a| a.synced));
+        let mut o: Vec<u64> = all.iter().map(|a| a.first_offset).collect();
+        o.sort_unstable();
+        assert_eq!(o, (0..300).collect::<Vec<_>>(), "every offset once");
+        tokio::task::spawn_blocking(move || io.stop())
+            .await
+            .expect("stop");
+    }
+
+    /// Off the I/O threads (no inline commit: the fallback), an awaited ticket is committed
+    /// by the log's background committer.
+    #[tokio::test(flavor = "current_thread")]
+    async fn elsewhere_the_background_committer_commits() {
+        assert!(!wald_storage::log::inline::enabled());
+        let d = tempfile::tempdir().expect("tempdir");
+        let log = log(d.path());
+        let t = log
+            .try_append(&[Record::from_payload(vec![1])], Durability::Sync)
+            .expect("append");
+        let a = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("committed")
+            .expect("durable");
+        assert!(a.synced);
+    }
+}

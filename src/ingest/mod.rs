@@ -323,3 +323,6 @@ fn check_transaction(
         Err(errs)
     }
 }
+
+#[cfg(test)]
+mod tests;
