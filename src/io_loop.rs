@@ -53,6 +53,8 @@ impl IoThreads {
                         // The end of each loop iteration: commit what its requests appended.
                         .on_thread_park(|| {
                             wald_storage::log::inline::flush();
+                            // Index what the commit completed, before those requests answer.
+                            crate::ingest::flush_index();
                         })
                         .build();
                     let rt = match rt {

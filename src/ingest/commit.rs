@@ -164,6 +164,7 @@ pub async fn commit(
     let durability_delay =
         std::time::Duration::from_millis(app.config.storage.background_sync_interval_ms);
     let mut tickets = Vec::with_capacity(groups.len());
+    let mut marks = Vec::with_capacity(groups.len());
     let records: Vec<Vec<wald_storage::Record>> = groups
         .iter_mut()
         .map(|g| std::mem::take(&mut g.records))
@@ -178,6 +179,14 @@ pub async fn commit(
         match log.try_append(&records, g.ns.durability(durability_delay)) {
             Ok(t) => {
                 t.schedule();
+                marks.push(super::index::defer(
+                    app,
+                    &g.ns.spec.name,
+                    g.partition,
+                    ids_of(g),
+                    now,
+                    t.completion(),
+                ));
                 tickets.push(t);
             }
             Err(e) => {
@@ -205,7 +214,14 @@ pub async fn commit(
                     DurableStatus::False
                 };
                 groups[gi].done = Some((a.first_offset, durable));
-                index(app, &groups[gi], a.first_offset, now);
+                // Unless the I/O thread's flush indexed it already.
+                let mark = marks.get(gi).and_then(Option::as_ref);
+                if !mark.is_some_and(|m| m.load(Ordering::Acquire)) {
+                    index(app, &groups[gi], a.first_offset, now);
+                    if let Some(m) = mark {
+                        m.store(true, Ordering::Release);
+                    }
+                }
             }
             Ok(Err(e)) => {
                 failure.get_or_insert_with(|| write_failed(app, &groups[gi].ns, e));

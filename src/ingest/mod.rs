@@ -10,6 +10,7 @@
 //! readable by id, and its idempotency key deduplicates, as soon as it is acknowledged.
 
 mod commit;
+mod index;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +26,7 @@ use crate::model::validate::{join, parse_json, FieldError};
 use crate::model::write::{ValidWrite, WriteLimits, WriteToLogDto, WriteToLogResponse};
 
 pub use commit::commit;
+pub use index::flush as flush_index;
 
 /// Most messages in one batch write.
 pub const MAX_BATCH: usize = 1000;

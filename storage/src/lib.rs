@@ -46,7 +46,7 @@ pub use inspect::{
     Severity, VerifyOptions, VerifyProgress, VerifyReport,
 };
 pub use log::{
-    now_ms, Appended, CommitObserver, Log, LogCounters, LogReader, LogStats, RetentionReport,
-    Ticket,
+    now_ms, Appended, CommitObserver, Completion, Log, LogCounters, LogReader, LogStats,
+    RetentionReport, Ticket,
 };
 pub use recovery::{RecoveryReport, TailCut};

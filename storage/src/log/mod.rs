@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use reader::LogReader;
 pub use retention::RetentionReport;
-pub use ticket::{Appended, Ticket};
+pub use ticket::{Appended, Completion, Ticket};
 
 use crate::config::{Durability, LogConfig};
 use crate::error::{Error, IoOp, PoisonCause, Result};

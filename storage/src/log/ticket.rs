@@ -193,6 +193,12 @@ impl Ticket {
         }
     }
 
+    /// A handle that sees this append's result without taking it.
+    #[must_use]
+    pub fn completion(&self) -> Completion {
+        Completion(Arc::clone(&self.slot))
+    }
+
     /// The result when already complete, without blocking.
     #[must_use]
     pub fn try_result(&self) -> Option<Result<Appended>> {
@@ -201,6 +207,30 @@ impl Ticket {
             Ok(a) => Ok(*a),
             Err(e) => Err(super::clone_error(e)),
         })
+    }
+}
+
+/// Sees an append's result without taking it (for work that must happen after the commit
+/// and before the ticket's owner acts on it, e.g. indexing a whole loop iteration's appends
+/// at once).
+#[derive(Debug, Clone)]
+pub struct Completion(Arc<Slot>);
+
+impl Completion {
+    /// `Some(Ok(appended))` / `Some(Err(()))` once complete and until the ticket's owner takes
+    /// the result; `None` before, and after it was taken.
+    #[must_use]
+    pub fn peek(&self) -> Option<std::result::Result<Appended, ()>> {
+        let s = self.0.lock();
+        s.result
+            .as_ref()
+            .map(|r| r.as_ref().map(|a| *a).map_err(|_| ()))
+    }
+
+    /// Whether the result is in (taken or not).
+    #[must_use]
+    pub fn is_complete(&self) -> bool {
+        self.0.is_complete()
     }
 }
 
