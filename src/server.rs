@@ -39,9 +39,12 @@ pub async fn run(
     app.txns.resume_all(&app);
     let grace = app.config.server.shutdown_grace();
     let signal = shutdown;
+    // Default: half the CPUs (at least one). Threads that share a log take turns at its
+    // fsync, and the rest of the service (delivery, the state store, mirrors) needs CPU too:
+    // on 2 cores one thread batched 3x more per fsync than two (docs/BENCHMARKS.md).
     let threads = match usize::try_from(app.config.server.io_threads) {
         Ok(0) | Err(_) => {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            (std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) / 2).max(1)
         }
         Ok(n) => n,
     };

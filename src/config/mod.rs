@@ -167,7 +167,8 @@ pub struct ServerConfig {
     /// `max_read_bytes` this bounds the memory reads hold. Default: 16. Range: 1 ..= 4096.
     pub max_concurrent_reads: u64,
     /// Event-loop threads serving connections (each commits its requests' writes inline:
-    /// docs/ARCHITECTURE.md, "The write path"). 0: one per CPU. Default: 0. Range: 0 ..= 256.
+    /// docs/ARCHITECTURE.md, "The write path"). 0: half the CPUs, at least one. Default: 0.
+    /// Range: 0 ..= 256.
     pub io_threads: u64,
     /// `[server.cors]`: cross-origin requests. Default: off.
     pub cors: CorsConfig,
