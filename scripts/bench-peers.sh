@@ -14,6 +14,11 @@
 # the whole sweep, and at each C the four clients run one after another (so a noisy spell of
 # the machine hits neighbours, not one system). Writes a Markdown table and a JSON file.
 #
+# Then a batched point at C = 16 against the same servers (--no-batch skips it): wald's
+# `bench http --batch 100` (POST /api/v1/wal/write/batch, 100 messages per request) against
+# redis-benchmark -P 100 (a pipeline of 100 XADDs); messages/s, server and load generator CPU
+# per message, messages per fsync.
+#
 # Optional: --memory writes N (default 1,000,000) acknowledged 1 KiB messages to a fresh
 # wald server (namespace durability `batch` by default, for speed) and reads its VmRSS;
 # --perf records a flat CPU profile of the wald server during the C = 256 point.
@@ -25,8 +30,8 @@
 # the end, also on error or ctrl-c.
 #
 # Usage: scripts/bench-peers.sh [--duration S] [--clients "1 16 64 256"] [--out DIR]
-#          [--memory] [--memory-only] [--memory-messages N] [--memory-durability batch|sync]
-#          [--perf] [--no-build] [--wait-quiet MIN] [--keep]
+#          [--no-batch] [--memory] [--memory-only] [--memory-messages N]
+#          [--memory-durability batch|sync] [--perf] [--no-build] [--wait-quiet MIN] [--keep]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -35,6 +40,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wald-target}"
 DURATION=10
 CLIENTS="1 16 64 256"
 PAYLOAD=1024
+BATCH=1          # the batched point after the sweep
+BATCH_SIZE=100   # messages per wald request / XADDs per Redis pipeline
+BATCH_C=16
 OUT=""
 MEMORY=0
 SWEEP=1
@@ -46,11 +54,12 @@ WAIT_QUIET=20
 KEEP=0
 NATS_VERSION=2.14.0
 
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION=$2; shift 2 ;;
         --clients) CLIENTS=$2; shift 2 ;;
+        --no-batch) BATCH=0; shift ;;
         --out) OUT=$2; shift 2 ;;
         --memory) MEMORY=1; shift ;;
         --memory-only) MEMORY=1; SWEEP=0; shift ;;
@@ -405,24 +414,25 @@ EOF
     note "idle CPU % over 5 s: $IDLE_JSON"
 
     # ---- one point per system ----------------------------------------------------------
-    run_wald() { # C secs tag
+    run_wald() { # C secs tag [bench http args, e.g. --batch 100]
         FSYNC_FILE=$OUT/$3.fsyncs
         with_fsync_count "$WALD" bench http --url "$WALD_URL" --concurrency "$1" --duration "$2" \
             --payload-bytes "$PAYLOAD" --namespace bench --api-key "$ADMIN" --server-pid "$SERVER_PID" --json "$OUT/$3.json" \
-            >"$OUT/$3.out" 2>"$OUT/$3.err"
+            "${@:4}" >"$OUT/$3.out" 2>"$OUT/$3.err"
     }
-    run_redis() { # C secs tag
-        local c=$1 s=$2 n rps cpu0 cpu1
-        # size -n for ≈ S seconds from a short pilot (which also warms up)
-        rps=$(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$c" -n $(( c * 50 > 2000 ? c * 50 : 2000 )) \
+    run_redis() { # C secs tag [pipeline]
+        local c=$1 s=$2 pipe=${4:-1} n rps cpu0 cpu1
+        # size -n for ≈ S seconds from a short pilot (which also warms up); -n counts XADDs
+        rps=$(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$c" -P "$pipe" \
+            -n $(( (c * 50 > 2000 ? c * 50 : 2000) * pipe )) \
             -d "$PAYLOAD" --csv XADD s '*' f __data__ | awk -F'","' 'NR==2 { print int($2) }')
-        n=$(( ${rps:-1000} * s )); [ "$n" -lt $(( c * 20 )) ] && n=$(( c * 20 ))
+        n=$(( ${rps:-1000} * s )); [ "$n" -lt $(( c * 20 * pipe )) ] && n=$(( c * 20 * pipe ))
         cpu0=$(cpu_secs "$REDIS_PID")
         FSYNC_FILE=$OUT/$3.fsyncs
-        with_fsync_count redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$c" -n "$n" -d "$PAYLOAD" --csv \
+        with_fsync_count redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$c" -P "$pipe" -n "$n" -d "$PAYLOAD" --csv \
             XADD s '*' f __data__ >"$OUT/$3.csv" 2>"$OUT/$3.err"
         cpu1=$(cpu_secs "$REDIS_PID")
-        echo "{\"requests\": $n, \"server_cpu_secs\": $(python3 -c "print($cpu1-$cpu0)")}" >"$OUT/$3.meta.json"
+        echo "{\"requests\": $n, \"pipeline\": $pipe, \"server_cpu_secs\": $(python3 -c "print($cpu1-$cpu0)")}" >"$OUT/$3.meta.json"
     }
     run_pg() { # C secs tag
         local c=$1 s=$2 j=2 cpu0 cpu1 d=$OUT/$3.logs
@@ -480,12 +490,20 @@ EOF
         run_nats "$c" "$DURATION" "nats-c$c"
         note "nats  $(cat "$OUT/nats-c$c.json")"
     done
+    if [ "$BATCH" = 1 ]; then
+        step "batched: $BATCH_SIZE messages per request / pipeline of $BATCH_SIZE, C = $BATCH_C (${DURATION} s per system; load $(cut -d' ' -f1-3 /proc/loadavg))"
+        run_wald "$BATCH_C" "$DURATION" wald-batch --batch "$BATCH_SIZE"
+        note "wald  $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.0f messages/s (%d requests), p99 %.2f ms per request, %.1f msgs/fsync, errors %d" % (r["writes_per_s"], r["requests"], r["latency"]["p99_us"]/1e3, r.get("messages_per_fsync") or 0, r["errors"]))' "$OUT/wald-batch.json")"
+        run_redis "$BATCH_C" "$DURATION" redis-batch "$BATCH_SIZE"
+        note "redis $(awk -F'","' 'NR==2 { print $2 " XADD/s p99 " $7 " ms" }' "$OUT/redis-batch.csv")"
+    fi
     LOAD_AT_END=$(cut -d' ' -f1-3 /proc/loadavg)
     BUSY_AT_END=$(busy | cut -c1-160)
     # Debian's packaged redis-benchmark prints its version; so do the others
     cat >"$OUT/run.json" <<EOF
 {"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "commit": "$(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src storage Cargo.toml 2>/dev/null || echo '+dirty')",
  "duration_secs": $DURATION, "payload_bytes": $PAYLOAD, "clients": [$(echo $CLIENTS | tr ' ' ',')],
+ "batch": $([ "$BATCH" = 1 ] && echo "{\"size\": $BATCH_SIZE, \"c\": $BATCH_C}" || echo null),
  "load_at_start": "$LOAD_AT_START", "load_at_end": "$LOAD_AT_END",
  "busy_at_start": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$BUSY_AT_START"),
  "busy_at_end": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$BUSY_AT_END"),
@@ -593,6 +611,9 @@ if run:
                       "p999_ms": w["latency"]["p999_us"] / 1e3, "durable": w["durable"],
                       "cpu_us_per_write": w.get("server_cpu_us_per_write"),
                       "messages_per_fsync": w.get("messages_per_fsync"),
+                      # its own report (/proc/self/stat); the table's column is measured as
+                      # for every system (bash `times` around the client)
+                      "client_cpu_us_per_write_self": w.get("client_cpu_us_per_write"),
                       "fsync_syscalls": fsyncs(f"wald-c{c}")},
              "redis": {"writes_per_s": float(r["rps"]), "writes": rn, "p50_ms": float(r["p50_latency_ms"]),
                        "p99_ms": float(r["p99_latency_ms"]),
@@ -669,6 +690,53 @@ if run:
         if one:
             print(f"\nC = 1: wald p50 {one['wald']['p50_ms']*1e3:.0f} µs = {one['wald']['p50_ms']*1e3/L:.2f}× the 4 KiB "
                   f"zero-filled fdatasync p50 ({L:.0f} µs), {one['wald']['p50_ms']*1e3/La:.2f}× the appending one ({La:.0f} µs).")
+    b = run.get("batch")
+    wb = load(f"{out}/wald-batch.json") if b else None
+    rmeta = load(f"{out}/redis-batch.meta.json") if b else None
+    if wb and rmeta and os.path.exists(f"{out}/redis-batch.csv"):
+        rows = list(csv.reader(open(f"{out}/redis-batch.csv")))
+        r = dict(zip(rows[0], rows[1]))
+        rn = int(rmeta["requests"])
+        bp = {"batch": b["size"], "c": b["c"],
+              "wald": {"messages_per_s": wb["writes_per_s"], "messages": wb["writes"], "requests": wb["requests"],
+                       "errors": wb["errors"], "p50_ms": wb["latency"]["p50_us"] / 1e3,
+                       "p99_ms": wb["latency"]["p99_us"] / 1e3, "p999_ms": wb["latency"]["p999_us"] / 1e3,
+                       "durable": wb["durable"], "cpu_us_per_message": wb.get("server_cpu_us_per_write"),
+                       "messages_per_fsync": wb.get("messages_per_fsync"),
+                       # the load generator's own report (/proc/self/stat); the table's column is
+                       # measured as for every system (bash `times` around the client)
+                       "client_cpu_us_per_message_self": wb.get("client_cpu_us_per_write"),
+                       "fsync_syscalls": fsyncs("wald-batch")},
+              "redis": {"messages_per_s": float(r["rps"]), "messages": rn, "pipeline": rmeta.get("pipeline"),
+                        "p50_ms": float(r["p50_latency_ms"]), "p99_ms": float(r["p99_latency_ms"]),
+                        "cpu_us_per_message": rmeta["server_cpu_secs"] * 1e6 / rn,
+                        "fsync_syscalls": fsyncs("redis-batch")}}
+        for k, tag in (("wald", "wald-batch"), ("redis", "redis-batch")):
+            s = bp[k]
+            cc = client_cpu(tag)
+            s["client_cpu_us_per_message"] = cc * 1e6 / s["messages"] if cc is not None and s["messages"] else None
+            s["messages_per_fsync_syscall"] = s["messages"] / s["fsync_syscalls"] if s["fsync_syscalls"] and s["messages"] else None
+            mc = machine_cpu(tag)
+            srv = (s["cpu_us_per_message"] or 0) * s["messages"] / 1e6
+            wall = wb["elapsed_secs"] if k == "wald" else run["duration_secs"]
+            s["other_cpu_pct"] = (mc - srv - (cc or 0)) / wall * 100 if mc is not None else None
+        bp["wald_over_redis"] = bp["wald"]["messages_per_s"] / bp["redis"]["messages_per_s"] if bp["redis"]["messages_per_s"] else None
+        summary["batched"] = bp
+        print(f"\nBatched writes ({bp['batch']} messages per request / pipeline of {bp['batch']}), C = {bp['c']}: "
+              f"wald `bench http --batch {bp['batch']}` (POST /api/v1/wal/write/batch) against `redis-benchmark -P {bp['batch']}` "
+              "(XADD), same servers, same run. Latency per wald request / per Redis command (its pipeline's round trip); "
+              "CPU per message, the load generator's measured as in the table above; messages per fsync/fdatasync "
+              "syscall (wald's own count from /metrics in parentheses):\n")
+        print("| system | messages/s | p50 ms | p99 ms | server CPU µs/message | load generator CPU µs/message "
+              "| messages per fsync syscall | other CPU % | errors |")
+        print("|" + "---|" * 9)
+        w, r = bp["wald"], bp["redis"]
+        print(f"| wald | {f(w['messages_per_s'])} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | {f(w['cpu_us_per_message'], 1)} "
+              f"| {f(w['client_cpu_us_per_message'], 1)} | {f(w['messages_per_fsync_syscall'], 1)} ({f(w['messages_per_fsync'], 1)}) "
+              f"| {f(w['other_cpu_pct'])} | {w['errors']} ({w['durable'].get('true')} of {w['messages']} durable \"true\") |")
+        print(f"| Redis | {f(r['messages_per_s'])} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {f(r['cpu_us_per_message'], 1)} "
+              f"| {f(r['client_cpu_us_per_message'], 1)} | {f(r['messages_per_fsync_syscall'], 1)} | {f(r['other_cpu_pct'])} | – |")
+        print(f"\nwald/Redis batched: {f(bp['wald_over_redis'], 2)}×.")
 mem = load(f"{out}/memory.json")
 if mem:
     summary["memory"] = mem

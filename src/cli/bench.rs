@@ -173,6 +173,11 @@ pub struct HttpArgs {
     /// The server's pid: report its CPU time (user + system) per write.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Messages per request: 1 POSTs /api/v1/wal/write; 2..=1000 POST
+    /// /api/v1/wal/write/batch with N copies of the message (writes, writes/s and CPU per
+    /// write then count messages; the latency is per request).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub batch: usize,
     /// Also write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -221,6 +226,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 namespace: a.namespace,
                 api_key: a.api_key,
                 server_pid: a.server_pid,
+                batch: a.batch,
                 json: a.json,
             };
             run_http(&opts)?;
