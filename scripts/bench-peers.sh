@@ -125,8 +125,8 @@ redis-server --version >&2
 "$PGBIN/postgres" --version >&2
 
 if [ "$BUILD" = 1 ]; then
-    step "cargo build --release"
-    cargo build --release -q
+    step "cargo build --release --all-features"
+    cargo build --release --all-features -q
 fi
 [ -x "$WALD" ] || die "$WALD not built"
 
