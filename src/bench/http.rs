@@ -279,13 +279,7 @@ fn post_request(t: &Target, path: &str, api_key: Option<&str>, body: &[u8]) -> V
 type Sender = SendRequest<Full<Bytes>>;
 
 async fn connect(t: &Target) -> Result<Sender, HttpBenchError> {
-    let stream = TcpStream::connect((t.host.as_str(), t.port))
-        .await
-        .map_err(|source| HttpBenchError::Connect {
-            addr: format!("{}:{}", t.host, t.port),
-            source,
-        })?;
-    let _ = stream.set_nodelay(true);
+    let stream = connect_raw(t).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;

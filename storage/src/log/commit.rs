@@ -329,19 +329,8 @@ impl Shared {
     fn lead_loop(&self, own: Option<&Arc<Slot>>) -> Option<Arc<WakeChain>> {
         let mut w = lock(&self.writer);
         loop {
-            let batch = {
-                let mut q = lock(&self.queue);
-                if let Some(cause) = q.poisoned.clone() {
-                    let err = self.poison_error(&cause);
-                    let wakes = fail_all(&mut q, &err);
-                    drop(q);
-                    wakes.into_iter().for_each(Wake::wake);
-                    return None;
-                }
-                q = self.linger(q);
-                let b = q.take(self.config.max_batch_bytes);
-                q.prev_batch_tickets = b.tickets.len();
-                b
+            let Some(batch) = self.next_batch(true) else {
+                return None;
             };
             if batch.metas.is_empty() {
                 return None;
@@ -356,6 +345,25 @@ impl Shared {
             // linger) sees them come back.
             chain.wake_next(usize::MAX);
         }
+    }
+
+    /// The next batch to commit (after a linger when `linger`), or `None` when the log is
+    /// poisoned (every queued waiter is then failed and woken).
+    pub(crate) fn next_batch(&self, linger: bool) -> Option<Batch> {
+        let mut q = lock(&self.queue);
+        if let Some(cause) = q.poisoned.clone() {
+            let err = self.poison_error(&cause);
+            let wakes = fail_all(&mut q, &err);
+            drop(q);
+            wakes.into_iter().for_each(Wake::wake);
+            return None;
+        }
+        if linger {
+            q = self.linger(q);
+        }
+        let b = q.take(self.config.max_batch_bytes);
+        q.prev_batch_tickets = b.tickets.len();
+        Some(b)
     }
 
     /// Waits, briefly, for the writers of the previous batch to come back before taking the

@@ -23,7 +23,6 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::commit::fail_all;
 use super::ticket::{Slot, WakeChain};
 use super::{lock, Shared};
 
@@ -113,18 +112,9 @@ impl Shared {
         {
             let mut w = lock(&self.writer);
             loop {
-                let batch = {
-                    let mut q = lock(&self.queue);
-                    if let Some(cause) = q.poisoned.clone() {
-                        let err = self.poison_error(&cause);
-                        let wakes = fail_all(&mut q, &err);
-                        drop(q);
-                        wakes.into_iter().for_each(super::ticket::Wake::wake);
-                        break;
-                    }
-                    let b = q.take(self.config.max_batch_bytes);
-                    q.prev_batch_tickets = b.tickets.len();
-                    b
+                // No linger: the writers it would wait for run on this very thread.
+                let Some(batch) = self.next_batch(false) else {
+                    break;
                 };
                 if batch.metas.is_empty() {
                     break;
