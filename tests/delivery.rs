@@ -439,6 +439,37 @@ fn one_partition_key_is_delivered_in_offset_order_across_retries() {
 }
 
 #[test]
+fn a_parked_message_survives_a_failed_delivery_state_write() {
+    let rx = Receiver::start();
+    let (_d, dir) = tempdir();
+    let mut cfg = config(&dir);
+    cfg.delivery.park_after_ms = 1000;
+    let s = Server::start(cfg);
+    s.create_namespace(json!({ "name": "later", "targetConfigs": [webhook("h", &rx.url("ok"))] }));
+    // The consumer step that parks the message (its due-time entry, and the commit that
+    // passes it) is refused by the state store once.
+    s.app.state.fail_delivery_writes(1);
+    let t0 = now_ms();
+    let parked = write(
+        &s,
+        "later",
+        json!({"d": "parked"}),
+        json!({"lifecycle": {"delay": 3, "delayUnit": "seconds"}}),
+    );
+    let now = write(&s, "later", json!({"d": "now"}), json!({}));
+    rx.wait_for(10, "the undelayed message", |h| {
+        h.iter().any(|x| x.message_id == now)
+    });
+    let h = rx.wait_for(15, "the parked message, after its delay", |h| {
+        h.iter().any(|x| x.message_id == parked)
+    });
+    let at = h.iter().find(|x| x.message_id == parked).unwrap().at_ms;
+    assert!(at >= t0 + 3000, "delivered {} ms after the write", at - t0);
+    wait_status(&s, &parked, "delivered", 5);
+    s.stop();
+}
+
+#[test]
 fn delayed_messages_wait_for_their_time_also_across_a_restart() {
     let rx = Receiver::start();
     let (_d, dir) = tempdir();

@@ -120,6 +120,40 @@ fn writes_answer_after_kafka_and_a_lost_local_tail_is_rebuilt_from_the_topic() {
 }
 
 #[test]
+fn a_record_kafka_refuses_is_never_answered_durable() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("orders", 1, 1).unwrap();
+    let (_d, dir) = tempdir();
+    let mut cfg = config(&dir);
+    cfg.server.request_timeout_ms = 3000;
+    let s = Server::start(cfg);
+    let mut ns = namespace(&cluster.bootstrap_servers());
+    ns["backendConfig"]["maxRecordBytes"] = json!(1000);
+    s.create_namespace(ns);
+    let (_, j) = write(&s, 0);
+    assert_eq!(j["durable"], "true", "{j}");
+    // Over the mirror's maxRecordBytes: the mirror refuses it for good and its committed
+    // offset passes it — neither in Kafka nor fsync'd here, so not durable.
+    let big = json!({"namespace": "orders", "payload": {"blob": "x".repeat(3000)},
+        "idempotencyKey": "big"});
+    for attempt in ["first", "retry"] {
+        let r = s.post_json("/api/v1/wal/write", &[], &big);
+        assert_eq!(r.status, 202, "{}", r.text());
+        let j = r.json();
+        assert_eq!(j["durable"], "false", "{attempt}: {j}");
+        assert_eq!(j["duplicate"], attempt == "retry", "{j}");
+        let why = j["message"].as_str().unwrap();
+        assert!(why.contains("refused") && why.contains("kafka"), "{why}");
+    }
+    let (_, j) = write(&s, 2);
+    assert_eq!(
+        j["durable"], "true",
+        "the mirror goes on after a refusal: {j}"
+    );
+    s.stop();
+}
+
+#[test]
 fn kafka_durability_needs_a_kafka_mirror() {
     let (_d, dir) = tempdir();
     let s = Server::start(config(&dir));

@@ -236,12 +236,32 @@ fn ack_mirror_answers_unknown_while_redis_is_down() {
     );
     redis.stop();
     let t = Instant::now();
-    let r = common::write_n(s.addr, "acked", 2, None);
+    let keyed =
+        json!({"namespace": "acked", "payload": {"n": 2}, "idempotencyKey": "two"}).to_string();
+    let write_two = || {
+        request(
+            s.addr,
+            "POST",
+            "/api/v1/wal/write",
+            &[("content-type", "application/json")],
+            Some(keyed.as_bytes()),
+        )
+    };
+    let r = write_two();
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["durable"], "unknown", "{}", r.text());
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "answered within the request timeout"
+    );
+    // Its retry is a duplicate, and Redis has not confirmed the first one either.
+    let r = write_two();
+    assert_eq!(r.json()["duplicate"], true, "{}", r.text());
+    assert_eq!(
+        r.json()["durable"],
+        "unknown",
+        "a duplicate is not more durable than its first write: {}",
+        r.text()
     );
     assert_eq!(
         common::namespace_status(s.addr, "acked")["mirrors"][0]["ack"],

@@ -9,6 +9,7 @@ use super::{Origin, Prepared};
 use crate::app::{App, KeyGuard, NamespaceRuntime, IDEMPOTENCY_WINDOW_MS};
 use crate::http::error::ApiError;
 use crate::message::{new_message_id, RecordIds, StoredMessage};
+use crate::mirror::hub::Confirmation;
 use crate::model::namespace::DurabilityMode;
 use crate::model::time::rfc3339_ms;
 use crate::model::write::{DurableStatus, WriteToLogResponse};
@@ -51,7 +52,14 @@ pub async fn commit(
 ) -> Result<Vec<WriteToLogResponse>, ApiError> {
     let now = wald_storage::now_ms();
     // Concurrent writes with one key: the first appends, the rest wait and see it as done.
-    let _guards = lock_keys(app, &prepared).await;
+    // The locks are held until the appends are indexed — past this request's answer when
+    // its fsync outlives the request timeout or its client goes away (see `Inflight`).
+    let mut inflight = Inflight {
+        app: Arc::clone(app),
+        now,
+        guards: Arc::new(lock_keys(app, &prepared).await),
+        waiting: Vec::new(),
+    };
     let mut fates = Vec::with_capacity(prepared.len());
     let mut groups: Vec<Group> = Vec::new();
     let mut keys_here: HashMap<(String, String), usize> = HashMap::new();
@@ -73,26 +81,34 @@ pub async fn commit(
                     .with_label_values(&[p.v.namespace.as_str()])
                     .inc();
                 app.metrics.series.record_duplicate(&p.v.namespace, now);
-                let durable = if p.ns.spec.durability == DurabilityMode::Kafka {
-                    // Whether Kafka confirmed the first one (waiting for it, as its write did).
-                    let deadline = origin.started + app.config.server.request_timeout();
-                    app.mirrors
-                        .confirm(
-                            &p.ns,
-                            first.partition,
-                            first.offset,
-                            DurableStatus::False,
-                            deadline,
-                        )
-                        .await
+                // As the first write answered: after the mirrors that must confirm it did
+                // (waiting for them, as its write did).
+                let base = if p.ns.spec.durability == DurabilityMode::Kafka {
+                    DurableStatus::False
                 } else {
                     durable_status(&p.ns)
                 };
+                let deadline = origin.started + app.config.server.request_timeout();
+                let c = app
+                    .mirrors
+                    .confirm(
+                        &app.state,
+                        &p.ns,
+                        first.partition,
+                        first.offset..first.offset + 1,
+                        base,
+                        deadline,
+                    )
+                    .await;
+                let message = match &c.refused_by {
+                    Some(m) => refused_message(m),
+                    None => DUPLICATE.into(),
+                };
                 fates.push(Fate::Earlier(WriteToLogResponse {
-                    durable,
+                    durable: c.durable,
                     transaction_id: p.txn.as_ref().map(|_| transaction_id_of(&first.message_id)),
                     message_id: first.message_id,
-                    message: DUPLICATE.into(),
+                    message,
                     timestamp: rfc3339_ms(now),
                     namespace: p.v.namespace.clone(),
                     partition: first.partition,
@@ -163,7 +179,6 @@ pub async fn commit(
     // One append per partition, all started before any is awaited (they share a commit).
     let durability_delay =
         std::time::Duration::from_millis(app.config.storage.background_sync_interval_ms);
-    let mut tickets = Vec::with_capacity(groups.len());
     let mut marks = Vec::with_capacity(groups.len());
     let records: Vec<Vec<wald_storage::Record>> = groups
         .iter_mut()
@@ -187,27 +202,28 @@ pub async fn commit(
                     now,
                     t.completion(),
                 ));
-                tickets.push(t);
+                inflight.waiting.push(Some(Appended {
+                    ticket: t,
+                    namespace: g.ns.spec.name.clone(),
+                    partition: g.partition,
+                    ids: ids_of(g),
+                }));
             }
-            Err(e) => {
-                // The partitions appended so far are indexed when (if) they complete.
-                for (t, g) in tickets.into_iter().zip(groups.iter()) {
-                    index_later(app, g, t, now);
-                }
-                return Err(write_failed(app, &g.ns, e));
-            }
+            // The partitions appended so far are indexed when (if) they complete
+            // (`Inflight`'s drop).
+            Err(e) => return Err(write_failed(app, &g.ns, e)),
         }
     }
     let timeout = app.config.server.request_timeout();
     let deadline = tokio::time::Instant::from_std(origin.started + timeout);
     let mut failure = None;
-    let mut tickets = tickets.into_iter();
     for gi in 0..groups.len() {
-        let Some(mut ticket) = tickets.next() else {
+        let Some(Some(waiting)) = inflight.waiting.get_mut(gi) else {
             break;
         };
-        match tokio::time::timeout_at(deadline, &mut ticket).await {
+        match tokio::time::timeout_at(deadline, &mut waiting.ticket).await {
             Ok(Ok(a)) => {
+                inflight.waiting[gi] = None;
                 let durable = if a.synced {
                     DurableStatus::True
                 } else {
@@ -224,12 +240,13 @@ pub async fn commit(
                 }
             }
             Ok(Err(e)) => {
+                inflight.waiting[gi] = None;
                 failure.get_or_insert_with(|| write_failed(app, &groups[gi].ns, e));
             }
             // The fsync did not complete in time: the messages may or may not become
-            // durable. Index them when (if) they do, so they are findable and their keys
-            // deduplicate.
-            Err(_) => index_later(app, &groups[gi], ticket, now),
+            // durable. They stay in `inflight`, indexed when (if) they do, so they are
+            // findable and their keys deduplicate (the keys stay locked until then).
+            Err(_) => {}
         }
     }
     if let Some(e) = failure {
@@ -251,7 +268,10 @@ pub async fn commit(
     let mut confirmed = Vec::with_capacity(groups.len());
     for g in &groups {
         let Some((first, durable)) = g.done else {
-            confirmed.push(DurableStatus::Unknown);
+            confirmed.push(Confirmation {
+                durable: DurableStatus::Unknown,
+                refused_by: None,
+            });
             continue;
         };
         app.delivery.appended(&g.ns.spec.name, g.partition);
@@ -260,7 +280,14 @@ pub async fn commit(
         let last = first + g.messages.len() as u64 - 1;
         confirmed.push(
             app.mirrors
-                .confirm(&g.ns, g.partition, last, durable, origin.started + timeout)
+                .confirm(
+                    &app.state,
+                    &g.ns,
+                    g.partition,
+                    first..last + 1,
+                    durable,
+                    origin.started + timeout,
+                )
                 .await,
         );
     }
@@ -305,15 +332,13 @@ pub async fn commit(
             Fate::New { group, pos } => {
                 let g = &groups[group];
                 let m = &g.messages[pos];
-                let (offset, durable) = match g.done {
-                    Some((first, _)) => (first + pos as u64, confirmed[group]),
-                    None => (0, DurableStatus::Unknown),
-                };
+                let c = &confirmed[group];
+                let offset = g.done.map_or(0, |(first, _)| first + pos as u64);
                 WriteToLogResponse {
-                    durable,
+                    durable: c.durable,
                     message_id: m.message_id.clone(),
                     transaction_id: m.transaction_id.clone(),
-                    message: answer_message(&g.ns, g.done.is_some(), durable).into(),
+                    message: answer_message(&g.ns, g.done.is_some(), c),
                     timestamp: timestamp.clone(),
                     namespace: m.namespace.clone(),
                     partition: g.partition,
@@ -327,16 +352,27 @@ pub async fn commit(
     Ok(out)
 }
 
-fn answer_message(ns: &NamespaceRuntime, appended: bool, durable: DurableStatus) -> &'static str {
+fn answer_message(ns: &NamespaceRuntime, appended: bool, c: &Confirmation) -> String {
+    let kafka = ns.spec.durability == DurabilityMode::Kafka;
     if !appended {
-        "Accepted, but durability was not confirmed within the request timeout"
-    } else if durable == DurableStatus::Unknown && ns.spec.durability == DurabilityMode::Kafka {
-        "Accepted in the local log, but Kafka did not confirm within the request timeout (it is retried until it does)"
-    } else if durable == DurableStatus::Unknown {
-        "Accepted and durable in the log, but a mirror with ack = \"mirror\" did not confirm within the request timeout"
+        "Accepted, but durability was not confirmed within the request timeout".into()
+    } else if let Some(m) = &c.refused_by {
+        refused_message(m)
+    } else if c.durable == DurableStatus::Unknown && kafka {
+        "Accepted in the local log, but Kafka did not confirm within the request timeout (it is retried until it does)".into()
+    } else if c.durable == DurableStatus::Unknown {
+        "Accepted and durable in the log, but a mirror with ack = \"mirror\" did not confirm within the request timeout".into()
     } else {
-        ACCEPTED
+        ACCEPTED.into()
     }
+}
+
+/// The answer to a write a mirror that must confirm it refused for good.
+fn refused_message(mirror: &str) -> String {
+    format!(
+        "Accepted in the local log, but mirror {mirror:?} refused it for good (too large, or not \
+         a message: see the mirror's lastRefusal); it is not durable by this namespace's promise"
+    )
 }
 
 /// Locks every idempotency key of the request, in one global order (no deadlock between
@@ -405,19 +441,55 @@ fn apply(app: &App, ns: &str, partition: u32, first: u64, ids: Vec<RecordIds>, n
     }
 }
 
-/// Indexes a group once its append completes (after the request was answered).
-fn index_later(app: &Arc<App>, g: &Group, ticket: wald_storage::Ticket, now: u64) {
-    let (app, ns, partition, ids) = (
-        Arc::clone(app),
-        g.ns.spec.name.clone(),
-        g.partition,
-        ids_of(g),
-    );
-    tokio::spawn(async move {
-        if let Ok(a) = ticket.await {
-            apply(&app, &ns, partition, a.first_offset, ids, now);
+/// An append whose completion the request has not seen.
+struct Appended {
+    ticket: wald_storage::Ticket,
+    namespace: String,
+    partition: u32,
+    ids: Vec<RecordIds>,
+}
+
+/// A request's appends and its idempotency keys' locks. Whatever way the request ends —
+/// answered, timed out, or dropped because its client went away — the appends it did not
+/// see complete are indexed when (if) they complete, and the keys stay locked until then:
+/// a retry with the same key waits and finds the first write, never appends it twice.
+struct Inflight {
+    app: Arc<App>,
+    now: u64,
+    guards: Arc<Vec<KeyGuard>>,
+    /// Per group, in order: `None` once the request saw it complete.
+    waiting: Vec<Option<Appended>>,
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        let left: Vec<Appended> = self.waiting.drain(..).flatten().collect();
+        if left.is_empty() {
+            return;
         }
-    });
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // Not reachable from a request (they run on a runtime); the index catches up
+            // from the log at the next start.
+            tracing::error!("a write's appends were left unindexed outside a runtime");
+            return;
+        };
+        let (app, now, guards) = (Arc::clone(&self.app), self.now, Arc::clone(&self.guards));
+        rt.spawn(async move {
+            for a in left {
+                if let Ok(done) = a.ticket.await {
+                    apply(
+                        &app,
+                        &a.namespace,
+                        a.partition,
+                        done.first_offset,
+                        a.ids,
+                        now,
+                    );
+                }
+            }
+            drop(guards);
+        });
+    }
 }
 
 fn durable_status(ns: &NamespaceRuntime) -> DurableStatus {

@@ -90,3 +90,94 @@ async fn a_batch_and_a_single_write_go_through_one_use_case() {
         .sum();
     assert_eq!(appended, 3);
 }
+
+/// An app whose logs' fsyncs can be held (a disk that stops answering).
+fn stalling_app(
+    dir: &std::path::Path,
+    request_timeout_ms: u64,
+) -> (Arc<App>, wald_storage::io::FaultFs) {
+    let mut c = Config::default();
+    c.server.data_dir = dir.to_path_buf();
+    c.server.request_timeout_ms = request_timeout_ms;
+    c.auth.open = true;
+    let fs = wald_storage::io::FaultFs::new(Arc::new(wald_storage::io::StdFs));
+    let app = App::start_with(c, Arc::new(fs.clone())).expect("start");
+    let ns: Namespace = serde_json::from_value(json!({ "name": "orders" })).expect("namespace");
+    app.install(ns).expect("install");
+    fs.arm(wald_storage::io::FaultPlan {
+        op: wald_storage::io::FaultOp::Sync,
+        nth: 1,
+        kind: wald_storage::io::FaultKind::Stall,
+        sticky: true,
+    });
+    (app, fs)
+}
+
+fn appended(app: &App) -> u64 {
+    app.namespace("orders")
+        .expect("ns")
+        .logs
+        .iter()
+        .map(|l| l.stats().next_offset)
+        .sum()
+}
+
+/// The retry of a write (same idempotency key) while the first is still waiting for its
+/// fsync waits for it and answers as its duplicate: it is never appended twice.
+async fn retry_is_a_duplicate(
+    app: &Arc<App>,
+    fs: &wald_storage::io::FaultFs,
+    first_id: Option<String>,
+) {
+    let body = json!({ "namespace": "orders", "payload": { "n": 1 } }).to_string();
+    let retry = {
+        let app = Arc::clone(app);
+        tokio::spawn(async move {
+            write_one(&app, &origin(), body.as_bytes(), Some(Ok("k".into()))).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !retry.is_finished(),
+        "the retry waits for the first write's fsync"
+    );
+    fs.disarm();
+    let r = retry.await.expect("task").expect("answered");
+    assert!(r.duplicate, "{r:?}");
+    assert_eq!(r.durable, DurableStatus::True, "{r:?}");
+    if let Some(id) = first_id {
+        assert_eq!(r.message_id, id);
+    }
+    assert_eq!(appended(app), 1, "appended once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_before_its_fsync_still_deduplicates_its_retry() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let (app, fs) = stalling_app(d.path(), 200);
+    let body = json!({ "namespace": "orders", "payload": { "n": 1 } }).to_string();
+    let first = write_one(&app, &origin(), body.as_bytes(), Some(Ok("k".into())))
+        .await
+        .expect("answered");
+    assert_eq!(
+        first.durable,
+        DurableStatus::Unknown,
+        "timed out: {first:?}"
+    );
+    retry_is_a_duplicate(&app, &fs, Some(first.message_id)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_client_went_away_still_deduplicates_its_retry() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let (app, fs) = stalling_app(d.path(), 30_000);
+    let body = json!({ "namespace": "orders", "payload": { "n": 1 } }).to_string();
+    // The client disconnects: its request's future is dropped mid-wait.
+    let gone = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        write_one(&app, &origin(), body.as_bytes(), Some(Ok("k".into()))),
+    )
+    .await;
+    assert!(gone.is_err(), "still waiting for the fsync when dropped");
+    retry_is_a_duplicate(&app, &fs, None).await;
+}

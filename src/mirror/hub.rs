@@ -3,6 +3,7 @@
 //! shown by the API; per (namespace, partition) an append counter that wakes the consumers.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use super::metrics::MirrorMetrics;
 use crate::app::NamespaceRuntime;
 use crate::model::namespace::{BackendType, DurabilityMode};
 use crate::model::write::DurableStatus;
+use crate::state::StateStore;
 
 /// (namespace, partition, mirror name).
 type SlotKey = (String, u32, String);
@@ -26,6 +28,15 @@ pub struct Slot {
     pub committed: watch::Sender<u64>,
     /// What the status shows.
     pub status: Mutex<SlotStatus>,
+}
+
+/// What the mirrors that must confirm a write said of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    /// The durability to answer.
+    pub durable: DurableStatus,
+    /// The mirror that refused one of the records for good (then `durable` is `false`).
+    pub refused_by: Option<String>,
 }
 
 /// The status of one mirror of one partition.
@@ -146,20 +157,28 @@ impl Hub {
         }
     }
 
-    /// The durability to answer for a record at `offset` already answered `durable` by the
-    /// log: unchanged unless one of the namespace's mirrors has `ack = "mirror"`; then
-    /// `unknown` unless every such mirror confirmed the record before `deadline`.
+    /// The durability to answer for the records `offsets` of a partition, already answered
+    /// `durable` by the log: unchanged unless one of the namespace's mirrors has
+    /// `ack = "mirror"` (or the namespace's durability is Kafka); then `unknown` unless every
+    /// such mirror confirmed the records before `deadline`, and `false` — with the mirror
+    /// named — when one of them refused a record for good (its committed offset passes a
+    /// refused record too, so passing is not confirming).
     pub async fn confirm(
         &self,
+        state: &StateStore,
         ns: &NamespaceRuntime,
         partition: u32,
-        offset: u64,
+        offsets: Range<u64>,
         durable: DurableStatus,
         deadline: Instant,
-    ) -> DurableStatus {
+    ) -> Confirmation {
+        let plain = |durable| Confirmation {
+            durable,
+            refused_by: None,
+        };
         let specs = &ns.mirrors;
-        if specs.is_empty() {
-            return durable;
+        if specs.is_empty() || offsets.is_empty() {
+            return plain(durable);
         }
         // With Kafka as the primary durability, its mirrors confirm every write.
         let kafka_primary = ns.spec.durability == DurabilityMode::Kafka;
@@ -171,27 +190,48 @@ impl Hub {
                 .slot(&ns.spec.name, partition, &s.name)
                 .committed
                 .subscribe();
-            let confirmed = matches!(
+            let last = offsets.end - 1;
+            let passed = matches!(
                 tokio::time::timeout_at(
                     tokio::time::Instant::from_std(deadline),
-                    rx.wait_for(|c| *c > offset),
+                    rx.wait_for(|c| *c > last),
                 )
                 .await,
                 Ok(Ok(_))
             );
-            if !confirmed {
-                return DurableStatus::Unknown;
+            if !passed {
+                return plain(DurableStatus::Unknown);
+            }
+            // The refusals are stored before the committed offset is announced.
+            match state.refused_any(
+                &ns.spec.name,
+                partition,
+                offsets.start,
+                offsets.end,
+                &s.name,
+            ) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Confirmation {
+                        durable: DurableStatus::False,
+                        refused_by: Some(s.name.clone()),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(namespace = %ns.spec.name, partition, mirror = %s.name, error = %e, "cannot tell whether a mirror refused a record; answering unknown");
+                    return plain(DurableStatus::Unknown);
+                }
             }
             kafka_confirmed |= s.backend == BackendType::Kafka;
         }
         if kafka_primary {
-            return if kafka_confirmed {
+            return plain(if kafka_confirmed {
                 DurableStatus::True
             } else {
                 DurableStatus::Unknown
-            };
+            });
         }
-        durable
+        plain(durable)
     }
 
     /// The status of a namespace's mirrors (`partitions` of them each).

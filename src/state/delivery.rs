@@ -13,6 +13,8 @@
 //! | `consumers` | `ns \0 partition(4 BE)` | committed offset (8 BE) |
 //! | `dlq`       | `ns \0 message id` | the DLQ entry's index record (JSON, owned by `crate::delivery`) |
 
+use std::sync::atomic::Ordering;
+
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
 
 use super::codec::{
@@ -105,8 +107,25 @@ impl StateStore {
     /// # Errors
     /// A RocksDB error.
     pub fn write_delivery(&self, batch: DeliveryBatch, sync: bool) -> Result<(), StateError> {
+        self.write_delivery_ref(&batch, sync)
+    }
+
+    /// [`StateStore::write_delivery`] keeping the batch (to retry it after a failure).
+    ///
+    /// # Errors
+    /// A RocksDB error.
+    pub fn write_delivery_ref(&self, batch: &DeliveryBatch, sync: bool) -> Result<(), StateError> {
         if batch.ops.is_empty() {
             return Ok(());
+        }
+        let failing = &self.failing_delivery_writes;
+        if failing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StateError::Injected {
+                op: "writing delivery state",
+            });
         }
         let (state, due, consumers) = (
             self.cf(CF_DELIVERY)?,
@@ -114,7 +133,7 @@ impl StateStore {
             self.cf(CF_CONSUMERS)?,
         );
         let mut b = WriteBatch::default();
-        for op in batch.ops {
+        for op in &batch.ops {
             match op {
                 Op::State(k, v) => b.put_cf(state, k, v),
                 Op::DropState(k) => b.delete_cf(state, k),
@@ -126,6 +145,13 @@ impl StateStore {
         self.db
             .write_opt(b, &Self::logged(sync))
             .map_err(db_err("writing delivery state"))
+    }
+
+    /// Makes the next `n` [`StateStore::write_delivery`] calls fail, as a state store
+    /// whose disk briefly refuses writes would (fault tests; nothing in service calls it).
+    #[doc(hidden)]
+    pub fn fail_delivery_writes(&self, n: u32) {
+        self.failing_delivery_writes.store(n, Ordering::Release);
     }
 
     /// A message's delivery record.

@@ -90,6 +90,41 @@ impl StateStore {
             .map_err(db_err("writing a mirror's committed offset"))
     }
 
+    /// Whether `mirror` refused for good any record of `first..end` of the partition (one
+    /// range scan: the refusals are keyed by offset, then mirror name).
+    ///
+    /// # Errors
+    /// An invalid namespace or a RocksDB error.
+    pub fn refused_any(
+        &self,
+        ns: &str,
+        partition: u32,
+        first: u64,
+        end: u64,
+        mirror: &str,
+    ) -> Result<bool, StateError> {
+        check_namespace(ns)?;
+        if first >= end {
+            return Ok(false);
+        }
+        let start = refusal_prefix(ns, partition, first);
+        let stop = refusal_prefix(ns, partition, end);
+        let head = partition_key(ns, partition).len() + b"refused:".len();
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(stop);
+        for item in self.db.iterator_cf_opt(
+            self.cf(CF_CONSUMERS)?,
+            ro,
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, _) = item.map_err(db_err("reading mirror refusals"))?;
+            if k.get(head + 8..) == Some(mirror.as_bytes()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The refusals of the record at `offset`: `(mirror name, record)`.
     ///
     /// # Errors
@@ -138,6 +173,15 @@ mod tests {
             ["other", "redis_streams"]
         );
         assert!(s.mirror_refusals("a", 0, 41).unwrap().is_empty());
+        assert!(s.refused_any("a", 0, 40, 41, "redis_streams").unwrap());
+        assert!(s.refused_any("a", 0, 0, 100, "other").unwrap());
+        assert!(!s.refused_any("a", 0, 41, 100, "redis_streams").unwrap());
+        assert!(!s.refused_any("a", 0, 0, 40, "redis_streams").unwrap());
+        assert!(!s.refused_any("a", 1, 0, 100, "redis_streams").unwrap());
+        assert!(
+            !s.refused_any("a", 0, 0, 100, "redis").unwrap(),
+            "a name prefix is not the name"
+        );
         assert_eq!(s.mirror_offset("a", 0, "redis_streams").unwrap(), 42);
         assert_eq!(s.mirror_offset("a", 1, "redis_streams").unwrap(), 7);
         assert_eq!(s.mirror_offset("a", 0, "other").unwrap(), 3);

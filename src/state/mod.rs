@@ -151,6 +151,12 @@ pub enum StateError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A failure injected by [`StateStore::fail_delivery_writes`] (fault tests).
+    #[error("state store: {op} failed: injected fault")]
+    Injected {
+        /// What was being done.
+        op: &'static str,
+    },
     /// An argument the store cannot take.
     #[error("invalid {what}: {reason}")]
     InvalidInput {
@@ -290,6 +296,8 @@ pub struct StateStore {
     derived: WriteOptions,
     /// Registry writes: WAL and sync.
     synced: WriteOptions,
+    /// Delivery-state writes left to fail (fault injection; 0 in service).
+    failing_delivery_writes: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -404,6 +412,7 @@ impl StateStore {
             path,
             applied: Mutex::new(Applied::default()),
             purge_cursor: Mutex::new(None),
+            failing_delivery_writes: std::sync::atomic::AtomicU32::new(0),
             derived,
             synced,
         };

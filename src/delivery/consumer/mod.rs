@@ -117,6 +117,9 @@ pub struct Consumer {
     scan_in_flight: bool,
     /// Messages in the due-time index (counted at start, then kept up to date).
     parked: u64,
+    /// The state store refused the last step's batch: it is kept (retried first, with the
+    /// steps after it) and nothing new is read until it is written.
+    unwritten: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -169,6 +172,7 @@ impl Consumer {
             parked_rx,
             scan_in_flight: false,
             parked,
+            unwritten: false,
         })
     }
 
@@ -179,7 +183,13 @@ impl Consumer {
             if *shutdown.borrow() || self.app.namespace(&self.ns).is_none() {
                 break;
             }
-            let read = self.fill();
+            // Until a refused batch is written, read nothing new (its commit, parks and
+            // outcomes are only in memory; the window bounds what accumulates meanwhile).
+            let read = if self.unwritten {
+                Fill::Error
+            } else {
+                self.fill()
+            };
             let now = now_ms();
             if now.saturating_sub(self.last_park_scan) >= ms(PARK_SCAN) {
                 self.last_park_scan = now;
@@ -486,10 +496,16 @@ impl Consumer {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
-        if let Err(e) = self.app.state.write_delivery(batch, false) {
-            // The commit stays where it was on disk: at worst, messages are delivered again.
-            tracing::error!(namespace = %self.ns, partition = self.partition, error = %e, "writing delivery state failed");
+        let batch = std::mem::replace(&mut self.batch, DeliveryBatch::default());
+        match self.app.state.write_delivery_ref(&batch, false) {
+            Ok(()) => self.unwritten = false,
+            Err(e) => {
+                // Kept, never dropped: it may park a delayed message (its only record once
+                // the commit passes it) or hold outcomes; the next flush writes it first.
+                tracing::error!(namespace = %self.ns, partition = self.partition, error = %e, "writing delivery state failed; kept and retried");
+                self.batch = batch;
+                self.unwritten = true;
+            }
         }
     }
 }

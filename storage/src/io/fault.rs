@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::{LockGuard, OpenMode, VFile, Vfs};
 use crate::mmap::Mapped;
@@ -34,6 +34,9 @@ pub enum FaultKind {
     /// For writes: writes the first half of the buffer, then fails with EIO.
     /// For other operations: behaves like [`FaultKind::Eio`].
     ShortWrite,
+    /// Waits until the plan is disarmed (or replaced), then goes through: a disk that stops
+    /// answering for a while.
+    Stall,
 }
 
 /// Fail the `nth` (1-based) operation matching `op`, and — when `sticky` — every matching
@@ -50,22 +53,31 @@ pub struct FaultPlan {
     pub sticky: bool,
 }
 
+/// The plan, and the condition stalled operations wait on.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<State>,
+    resumed: Condvar,
+}
+
 #[derive(Debug, Default)]
 struct State {
     plan: Option<FaultPlan>,
     seen: u64,
     injected: u64,
+    /// Plans armed so far (a stalled operation ends when its plan is replaced).
+    armed: u64,
 }
 
 /// Wraps a [`Vfs`] and injects failures according to the armed [`FaultPlan`].
 #[derive(Debug, Clone)]
 pub struct FaultFs {
     inner: Arc<dyn Vfs>,
-    state: Arc<Mutex<State>>,
+    state: Arc<Gate>,
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(gate: &Gate) -> MutexGuard<'_, State> {
+    gate.state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl FaultFs {
@@ -74,7 +86,7 @@ impl FaultFs {
     pub fn new(inner: Arc<dyn Vfs>) -> Self {
         Self {
             inner,
-            state: Arc::new(Mutex::new(State::default())),
+            state: Arc::new(Gate::default()),
         }
     }
 
@@ -83,11 +95,14 @@ impl FaultFs {
         let mut s = lock(&self.state);
         s.plan = Some(plan);
         s.seen = 0;
+        s.armed += 1;
+        self.state.resumed.notify_all();
     }
 
     /// Disarms: nothing fails any more.
     pub fn disarm(&self) {
         lock(&self.state).plan = None;
+        self.state.resumed.notify_all();
     }
 
     /// How many failures were injected so far.
@@ -96,8 +111,10 @@ impl FaultFs {
         lock(&self.state).injected
     }
 
-    fn check(state: &Mutex<State>, op: FaultOp) -> Option<FaultKind> {
-        let mut s = lock(state);
+    /// The failure the next `op` gets, if any; a [`FaultKind::Stall`] waits here until the
+    /// plan it came from is disarmed or replaced, and then the operation goes through.
+    fn check(gate: &Gate, op: FaultOp) -> Option<FaultKind> {
+        let mut s = lock(gate);
         let plan = s.plan?;
         if plan.op != FaultOp::Any && plan.op != op {
             return None;
@@ -108,18 +125,26 @@ impl FaultFs {
         } else {
             s.seen == plan.nth
         };
-        if fire {
-            s.injected += 1;
-            Some(plan.kind)
-        } else {
-            None
+        if !fire {
+            return None;
         }
+        s.injected += 1;
+        if plan.kind != FaultKind::Stall {
+            return Some(plan.kind);
+        }
+        let armed = s.armed;
+        while s.plan == Some(plan) && s.armed == armed {
+            s = gate.resumed.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        None
     }
 }
 
 fn error_for(kind: FaultKind) -> io::Error {
     match kind {
-        FaultKind::Eio | FaultKind::ShortWrite => io::Error::from_raw_os_error(5),
+        FaultKind::Eio | FaultKind::ShortWrite | FaultKind::Stall => {
+            io::Error::from_raw_os_error(5)
+        }
         FaultKind::Enospc => io::Error::from_raw_os_error(28),
     }
 }
@@ -179,7 +204,7 @@ impl Vfs for FaultFs {
 #[derive(Debug)]
 struct FaultFile {
     inner: Arc<dyn VFile>,
-    state: Arc<Mutex<State>>,
+    state: Arc<Gate>,
     path: PathBuf,
 }
 
@@ -238,6 +263,33 @@ impl VFile for FaultFile {
 mod tests {
     use super::*;
     use crate::io::SimFs;
+
+    #[test]
+    fn a_stalled_sync_waits_for_the_disarm_then_goes_through() {
+        let fs = FaultFs::new(Arc::new(SimFs::new()));
+        let f = fs.open(Path::new("/a"), OpenMode::CreateNew).expect("open");
+        fs.arm(FaultPlan {
+            op: FaultOp::Sync,
+            nth: 1,
+            kind: FaultKind::Stall,
+            sticky: false,
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || tx.send(f.sync_data().is_ok()));
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "the sync is held"
+        );
+        fs.disarm();
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(true),
+            "released, and it succeeded"
+        );
+        t.join().expect("thread").expect("sent");
+        assert_eq!(fs.injected(), 1);
+    }
 
     #[test]
     fn fails_the_nth_write_only() {
