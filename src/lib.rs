@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod model;
 pub mod redact;
+pub mod retention;
 pub mod server;
 pub mod state;
 pub mod txn;

@@ -27,6 +27,12 @@ pub struct Metrics {
     pub duplicates: IntCounterVec,
     /// Requests refused by a rate limit, by namespace.
     pub rate_limited: IntCounterVec,
+    /// Segments retention deleted, by namespace.
+    pub retention_segments: IntCounterVec,
+    /// Bytes retention freed, by namespace.
+    pub retention_bytes: IntCounterVec,
+    /// Expired idempotency keys purged.
+    pub idempotency_purged: prometheus::IntCounter,
     /// Engine: records appended per namespace/partition (from the log's counters).
     pub records: IntGaugeVec,
     /// Engine: bytes appended.
@@ -95,6 +101,24 @@ impl Metrics {
                 opts("rate_limited_total", "Requests refused by a rate limit"),
                 &["namespace"],
             )?,
+            retention_segments: IntCounterVec::new(
+                opts(
+                    "retention_deleted_segments_total",
+                    "Sealed segments deleted by retention",
+                ),
+                &["namespace"],
+            )?,
+            retention_bytes: IntCounterVec::new(
+                opts(
+                    "retention_freed_bytes_total",
+                    "Bytes of segments deleted by retention",
+                ),
+                &["namespace"],
+            )?,
+            idempotency_purged: prometheus::IntCounter::with_opts(opts(
+                "idempotency_keys_purged_total",
+                "Expired idempotency keys deleted from the state store",
+            ))?,
             records: IntGaugeVec::new(
                 opts(
                     "log_records_appended",
@@ -176,6 +200,9 @@ impl Metrics {
             Box::new(m.write_latency.clone()),
             Box::new(m.duplicates.clone()),
             Box::new(m.rate_limited.clone()),
+            Box::new(m.retention_segments.clone()),
+            Box::new(m.retention_bytes.clone()),
+            Box::new(m.idempotency_purged.clone()),
             Box::new(m.records.clone()),
             Box::new(m.bytes.clone()),
             Box::new(m.batches.clone()),

@@ -34,6 +34,7 @@ pub async fn run(
     // Consumers deliver while the server runs; they stop before the logs close.
     let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
     let consumers = crate::delivery::supervisor::spawn(Arc::clone(&app), delivery_stopped.clone());
+    let retention = crate::retention::spawn(Arc::clone(&app), delivery_stopped.clone());
     let mirrors = crate::mirror::supervisor::spawn(Arc::clone(&app), delivery_stopped);
     // Transactions that were not final when the process stopped go on where they were.
     app.txns.resume_all(&app);
@@ -73,6 +74,7 @@ pub async fn run(
     app.txns.shutdown().await;
     let _ = consumers.await;
     let _ = mirrors.await;
+    let _ = retention.await;
     let closing = Arc::clone(&app);
     let _ = tokio::task::spawn_blocking(move || {
         io.stop();

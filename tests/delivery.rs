@@ -438,6 +438,99 @@ fn one_partition_key_is_delivered_in_offset_order_across_retries() {
     s.stop();
 }
 
+/// Writes `n` messages of about 1 KiB in batches of 100; returns their ids in order.
+fn fill(s: &Server, ns: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in 0..n.div_ceil(100) {
+        let msgs: Vec<Value> = (0..100.min(n - chunk * 100))
+            .map(|i| json!({"namespace": ns, "payload": {"i": chunk * 100 + i, "pad": "p".repeat(1000)}}))
+            .collect();
+        let r = s.post_json("/api/v1/wal/write/batch", &[], &json!({ "messages": msgs }));
+        assert_eq!(r.status, 202, "{}", r.text());
+        for m in r.json()["results"].as_array().expect("results") {
+            ids.push(m["messageId"].as_str().unwrap().to_owned());
+        }
+    }
+    ids
+}
+
+fn log_stats(s: &Server, ns: &str) -> wald_storage::LogStats {
+    s.app.namespace(ns).expect("namespace").logs[0].stats()
+}
+
+#[test]
+fn retention_deletes_only_what_every_consumer_is_done_with() {
+    let rx = Receiver::start();
+    let (_d, dir) = tempdir();
+    let mut cfg = config(&dir);
+    cfg.storage.segment_bytes = 64 << 10;
+    cfg.storage.max_record_bytes = 32 << 10;
+    cfg.storage.retention_interval_ms = 200;
+    let s = Server::start(cfg);
+    let retention = json!({"maxBytes": 1_048_576});
+    // Consumed at once (no target): the oldest segments go, down to about 1 MiB.
+    s.create_namespace(json!({ "name": "kept", "retention": retention,
+        "accessControl": common::no_rate_limits() }));
+    // Its first message fails and waits a minute for its retry: the consumer's committed
+    // offset stays at 0, so nothing may go.
+    s.create_namespace(json!({ "name": "stuck", "retention": retention,
+        "accessControl": common::no_rate_limits(),
+        "targetConfigs": [webhook("h", &rx.url("fail-first/1000000"))],
+        "retryPolicy": { "maxAttempts": 10, "backoffStrategy": "constant",
+            "initialDelayMs": 60_000, "maxDelayMs": 60_000, "jitterMs": 0 } }));
+    // Its first message is parked for an hour: nothing may go either.
+    s.create_namespace(json!({ "name": "delayed", "retention": retention,
+        "targetConfigs": [webhook("h", &rx.url("ok"))],
+        "accessControl": common::no_rate_limits() }));
+    let parked = write(
+        &s,
+        "delayed",
+        json!({"d": "later"}),
+        json!({"lifecycle": {"delay": 3600, "delayUnit": "seconds"}}),
+    );
+    let kept = fill(&s, "kept", 2000);
+    let stuck = fill(&s, "stuck", 2000);
+    fill(&s, "delayed", 2000);
+    assert!(log_stats(&s, "kept").bytes > 2_000_000);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log_stats(&s, "kept").bytes > (1 << 20) + (64 << 10) {
+        assert!(
+            Instant::now() < deadline,
+            "retention never shrank the log: {:?}",
+            log_stats(&s, "kept")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = log_stats(&s, "kept");
+    assert!(st.first_offset > 0 && st.next_offset == 2000, "{st:?}");
+    // The deleted messages are forgotten by id; the kept ones are readable.
+    let r = s.req(
+        "GET",
+        &format!("/api/v1/wal/messages/{}", kept[0]),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let last = message(&s, &kept[1999]);
+    assert_eq!(last["payload"]["i"], 1999);
+    let metrics = s.admin("GET", "/metrics", None).text();
+    assert!(
+        metrics.contains("wald_retention_deleted_segments_total{namespace=\"kept\"}"),
+        "{metrics}"
+    );
+
+    // A few more passes: the stuck and the delayed namespaces keep everything.
+    std::thread::sleep(Duration::from_millis(1000));
+    for ns in ["stuck", "delayed"] {
+        let st = log_stats(&s, ns);
+        assert_eq!(st.first_offset, 0, "{ns}: {st:?}");
+    }
+    assert_eq!(message(&s, &stuck[0])["payload"]["i"], 0);
+    assert_eq!(message(&s, &parked)["status"], "scheduled");
+    s.stop();
+}
+
 #[test]
 fn a_parked_message_survives_a_failed_delivery_state_write() {
     let rx = Receiver::start();

@@ -177,6 +177,10 @@ impl Config {
             "storage.verify_on_open" => storage.verify_on_open = parse(key, v)?,
             "storage.retention_max_age_secs" => storage.retention_max_age_secs = optional(key, v)?,
             "storage.retention_max_bytes" => storage.retention_max_bytes = optional(key, v)?,
+            "storage.retention_interval_ms" => storage.retention_interval_ms = parse(key, v)?,
+            "storage.retention_max_segments_per_pass" => {
+                storage.retention_max_segments_per_pass = parse(key, v)?;
+            }
             "rate_limits.requests_per_minute" => rates.requests_per_minute = parse(key, v)?,
             "rate_limits.requests_per_hour" => rates.requests_per_hour = parse(key, v)?,
             "rate_limits.burst" => rates.burst = parse(key, v)?,

@@ -44,6 +44,13 @@ pub struct StorageConfig {
     /// Delete the oldest sealed segments while a partition log is larger than this, in bytes.
     /// Default: unset (keep). Range: ≥ 1.
     pub retention_max_bytes: Option<u64>,
+    /// How often the service applies retention (every owned partition; also purges expired
+    /// idempotency keys), in milliseconds. Default: 30000. Range: 100 ..= 86400000.
+    pub retention_interval_ms: u64,
+    /// Most segments one partition deletes per retention pass (deletes are paced: on a file
+    /// system mounted with `discard`, a large delete slows every fsync for a while).
+    /// Default: 4. Range: ≥ 1.
+    pub retention_max_segments_per_pass: usize,
 }
 
 /// `storage.preallocate`; see [`wald_storage::Preallocate`].
@@ -95,6 +102,8 @@ impl Default for StorageConfig {
             verify_on_open: d.verify_on_open,
             retention_max_age_secs: d.retention.max_age.map(|a| a.as_secs()),
             retention_max_bytes: d.retention.max_bytes,
+            retention_interval_ms: 30_000,
+            retention_max_segments_per_pass: 4,
         }
     }
 }
@@ -131,8 +140,29 @@ impl StorageConfig {
         }
     }
 
+    /// The retention pass's interval.
+    #[must_use]
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_millis(self.retention_interval_ms)
+    }
+
     /// Checks through [`LogConfig::validate`], naming the key of this section.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(100..=86_400_000).contains(&self.retention_interval_ms) {
+            return Err(invalid(
+                "storage.retention_interval_ms",
+                format!(
+                    "must be between 100 and 86400000, got {}",
+                    self.retention_interval_ms
+                ),
+            ));
+        }
+        if self.retention_max_segments_per_pass == 0 {
+            return Err(invalid(
+                "storage.retention_max_segments_per_pass",
+                "must be at least 1",
+            ));
+        }
         match self.log_config().validate() {
             Ok(()) => Ok(()),
             Err(wald_storage::Error::InvalidConfig { key, reason }) => {

@@ -185,6 +185,24 @@ impl Default for DlqConfig {
     }
 }
 
+/// How long a namespace's partition logs keep what every consumer is done with
+/// (docs/OPERATIONS.md, "Retention"). Each limit unset falls back to `[storage]`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Delete a partition's sealed segments whose newest record is older than this many
+    /// seconds, 60 to 315360000 (10 years). `ttlSeconds` is accepted as its name too (the
+    /// product documents' spelling).
+    #[serde(alias = "ttlSeconds", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 60, maximum = 315_360_000)]
+    pub max_age_seconds: Option<u64>,
+    /// Delete a partition's oldest sealed segments while the partition is larger than this
+    /// many bytes, at least 1048576 (1 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1_048_576)]
+    pub max_bytes: Option<u64>,
+}
+
 /// Multi-partition transactions of a namespace (docs/TRANSACTIONS.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -333,6 +351,9 @@ pub struct Namespace {
     /// of `RateLimits` apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_control: Option<AccessControl>,
+    /// Retention of the partition logs. Default: `[storage]`'s (by default, keep everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionConfig>,
     /// Whether the namespace accepts writes. Default: true.
     #[serde(default = "default_true")]
     #[schema(default = true)]
@@ -387,6 +408,7 @@ impl Namespace {
             backend_config: None,
             mirrors: Vec::new(),
             access_control: None,
+            retention: None,
             enabled: true,
             max_message_size: default_max_message_size(),
             message_ttl_seconds: default_ttl(),
@@ -494,6 +516,14 @@ impl Namespace {
             );
         }
         check_targets("targetConfigs", &self.target_configs, &mut errs);
+        if let Some(r) = &self.retention {
+            if let Some(age) = r.max_age_seconds {
+                errs.range("retention.maxAgeSeconds", age, 60, 315_360_000);
+            }
+            if let Some(bytes) = r.max_bytes {
+                errs.range("retention.maxBytes", bytes, 1_048_576, u64::MAX);
+            }
+        }
         errs.extend(crate::mirror::config::specs(self).err().unwrap_or_default());
         if let Some(ac) = &self.access_control {
             for (k, key) in ac.allowed_api_keys.iter().enumerate() {

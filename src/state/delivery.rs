@@ -251,6 +251,61 @@ impl StateStore {
         Ok(n)
     }
 
+    /// The lowest offset of a partition's parked messages (`None` when none is parked):
+    /// retention keeps it, since a parked message's only copy is the log.
+    ///
+    /// # Errors
+    /// An invalid namespace or a RocksDB error.
+    pub fn min_parked_offset(&self, ns: &str, partition: u32) -> Result<Option<u64>, StateError> {
+        check_namespace(ns)?;
+        let prefix = partition_key(ns, partition);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(prefix_end(&prefix));
+        let mut min: Option<u64> = None;
+        for item in self.db.iterator_cf_opt(
+            self.cf(CF_DUE)?,
+            ro,
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, _) = item.map_err(db_err("scanning the due index"))?;
+            // Key: prefix, due_ms (8 BE), offset (8 BE).
+            let Some(o) = k
+                .get(prefix.len() + 8..prefix.len() + 16)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            min = Some(min.map_or(o, |m| m.min(o)));
+        }
+        Ok(min)
+    }
+
+    /// Forgets a partition's delivery records and mirror refusals below `offset` (their
+    /// records were deleted from the log by retention). Range deletes: cheap at any size.
+    ///
+    /// # Errors
+    /// An invalid namespace or a RocksDB error.
+    pub fn forget_delivery_below(
+        &self,
+        ns: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), StateError> {
+        check_namespace(ns)?;
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(
+            self.cf(CF_DELIVERY)?,
+            offset_key(ns, partition, 0),
+            offset_key(ns, partition, offset),
+        );
+        let (from, to) = super::mirror::refusal_range(ns, partition, offset);
+        b.delete_range_cf(self.cf(CF_CONSUMERS)?, from, to);
+        self.db
+            .write_opt(b, &Self::logged(false))
+            .map_err(db_err("forgetting delivery records"))
+    }
+
     /// Stores a dead-letter index record (synced when `sync`).
     ///
     /// # Errors

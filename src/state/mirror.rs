@@ -36,6 +36,14 @@ fn refusal_prefix(ns: &str, partition: u32, offset: u64) -> Vec<u8> {
     k
 }
 
+/// The keys of a partition's refusals of records below `offset`: `[from, to)`.
+pub(super) fn refusal_range(ns: &str, partition: u32, offset: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        refusal_prefix(ns, partition, 0),
+        refusal_prefix(ns, partition, offset),
+    )
+}
+
 impl StateStore {
     /// A mirror's committed offset (0 when it never committed).
     ///

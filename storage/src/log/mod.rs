@@ -433,7 +433,28 @@ impl Log {
     /// # Errors
     /// An I/O error removing a file.
     pub fn apply_retention(&self, floor: u64) -> Result<RetentionReport> {
-        retention::apply(&self.shared, floor, now_ms())
+        retention::apply(
+            &self.shared,
+            self.shared.config.retention,
+            floor,
+            now_ms(),
+            usize::MAX,
+        )
+    }
+
+    /// [`Log::apply_retention`] with another policy than the log's configuration (a
+    /// namespace's own), deleting at most `max_segments` segments (large deletes on a file
+    /// system mounted with `discard` slow every fsync for a while: the caller paces them).
+    ///
+    /// # Errors
+    /// An I/O error removing a file.
+    pub fn apply_retention_with(
+        &self,
+        policy: crate::config::Retention,
+        floor: u64,
+        max_segments: usize,
+    ) -> Result<RetentionReport> {
+        retention::apply(&self.shared, policy, floor, now_ms(), max_segments)
     }
 
     /// Deletes every sealed segment whose records are all below `offset`.

@@ -60,19 +60,27 @@ fn delete_prefix(
     Ok(report)
 }
 
-pub(crate) fn apply(shared: &Shared, floor: u64, now_ms: u64) -> Result<RetentionReport> {
-    let policy = shared.config.retention;
+pub(crate) fn apply(
+    shared: &Shared,
+    policy: crate::config::Retention,
+    floor: u64,
+    now_ms: u64,
+    max_segments: usize,
+) -> Result<RetentionReport> {
+    let mut budget = max_segments;
     let max_age_ms = policy
         .max_age
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     delete_prefix(shared, |s, total| {
-        if s.next_offset > floor {
+        if s.next_offset > floor || budget == 0 {
             return false;
         }
         let newest = s.last_timestamp.max(s.created_ms);
         let too_old = max_age_ms.is_some_and(|age| now_ms.saturating_sub(newest) > age);
         let too_big = policy.max_bytes.is_some_and(|max| total > max);
-        too_old || too_big
+        let doomed = too_old || too_big;
+        budget -= usize::from(doomed);
+        doomed
     })
 }
 
