@@ -149,6 +149,8 @@ pub struct App {
     pub mirrors: crate::mirror::Hub,
     /// Multi-partition transactions: executors, metrics.
     pub txns: crate::txn::TxnHub,
+    /// Background tasks' panics (readiness, restart backoff).
+    pub supervision: crate::supervise::Supervision,
     /// Rate limits.
     pub limiter: crate::http::ratelimit::RateLimiter,
     /// Failed authentications per client address (`[auth] failed_auth_per_minute`).
@@ -193,6 +195,7 @@ impl App {
             crate::delivery::Hub::new(config.delivery.clone(), &config.egress, &metrics)?;
         let mirrors = crate::mirror::Hub::new(&metrics)?;
         let txns = crate::txn::TxnHub::new(&metrics)?;
+        let supervision = crate::supervise::Supervision::new(&metrics)?;
         let app = Arc::new(Self {
             keys,
             engine,
@@ -202,6 +205,7 @@ impl App {
             delivery,
             mirrors,
             txns,
+            supervision,
             limiter: crate::http::ratelimit::RateLimiter::default(),
             auth_failures: crate::http::throttle::AuthThrottle::default(),
             started: Instant::now(),
@@ -369,6 +373,7 @@ impl App {
         if let Err(e) = self.state.check() {
             problems.push(format!("state store: {e}"));
         }
+        problems.extend(self.supervision.problems());
         if self.shutting_down.load(Ordering::Relaxed) {
             problems.push("shutting down".to_owned());
         }

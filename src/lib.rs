@@ -35,4 +35,5 @@ pub mod redact;
 pub mod retention;
 pub mod server;
 pub mod state;
+pub mod supervise;
 pub mod txn;

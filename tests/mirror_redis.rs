@@ -72,6 +72,39 @@ fn first_arrivals(entries: &[(String, String, Value)]) -> Vec<String> {
 }
 
 #[test]
+fn a_panicking_mirror_is_reported_and_restarted() {
+    let redis = RedisServer::start();
+    let (_d, dir) = common::tempdir();
+    let s = Server::start(common::config(&dir));
+    s.app
+        .supervision
+        .inject_panics(wald::supervise::MIRROR_CONSUMER, 1);
+    s.create_namespace(redis_ns("orders", redis.port, &json!({"maxLen": 0})));
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let r = common::write_n(s.addr, "orders", n, None);
+        assert_eq!(r.status, 202, "{}", r.text());
+        ids.push(r.json()["messageId"].as_str().unwrap().to_owned());
+    }
+    common::wait_caught_up(s.addr, "orders", 20);
+    let got: Vec<String> = stream(redis.port, "orders")
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(got, ids, "every record, once, after the restart");
+    let ready = s.admin("GET", "/api/v1/health/readiness", None);
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(
+        ready
+            .text()
+            .contains("mirror_consumer orders/0/redis_streams"),
+        "{}",
+        ready.text()
+    );
+    s.stop();
+}
+
+#[test]
 fn messages_arrive_in_order_with_their_ids() {
     let redis = RedisServer::start();
     let (_d, dir) = common::tempdir();

@@ -29,7 +29,7 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
             if *stop.borrow() {
                 break;
             }
-            running.retain(|_, h| !h.is_finished());
+            reap(&app, &mut running, crate::supervise::DELIVERY_CONSUMER).await;
             // In a cluster, only the namespaces this instance owns.
             let owned = app
                 .all_namespaces()
@@ -39,7 +39,7 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
                 for (p, log) in ns.logs.iter().enumerate() {
                     let p = u32::try_from(p).unwrap_or(u32::MAX);
                     let key = (ns.spec.name.clone(), p);
-                    if running.contains_key(&key) {
+                    if running.contains_key(&key) || !app.supervision.may_start(&task_id(&key)) {
                         continue;
                     }
                     let wake = app.delivery.wake_handle(&key.0, p);
@@ -63,4 +63,50 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         }
         tracing::info!("consumers stopped");
     })
+}
+
+/// A consumer task's id in the supervision records: `namespace/partition`.
+fn task_id(key: &(String, u32)) -> String {
+    format!("{}/{}", key.0, key.1)
+}
+
+/// Removes the finished tasks; a panicked one is recorded (its restart waits a backoff).
+pub(crate) async fn reap<K: Clone + Eq + std::hash::Hash + TaskId>(
+    app: &App,
+    running: &mut HashMap<K, JoinHandle<()>>,
+    kind: &'static str,
+) {
+    let done: Vec<K> = running
+        .iter()
+        .filter(|(_, h)| h.is_finished())
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in done {
+        let Some(h) = running.remove(&k) else {
+            continue;
+        };
+        if let Err(e) = h.await {
+            if e.is_panic() {
+                let msg = crate::supervise::panic_message(&*e.into_panic());
+                app.supervision.panicked(kind, &k.task_id(), &msg);
+            }
+        }
+    }
+}
+
+/// How a supervised task is named in readiness and logs.
+pub(crate) trait TaskId {
+    fn task_id(&self) -> String;
+}
+
+impl TaskId for (String, u32) {
+    fn task_id(&self) -> String {
+        task_id(self)
+    }
+}
+
+impl TaskId for (String, u32, String) {
+    fn task_id(&self) -> String {
+        format!("{}/{}/{}", self.0, self.1, self.2)
+    }
 }

@@ -132,6 +132,9 @@ impl MirrorConsumer {
             if *shutdown.borrow() || !self.configured() {
                 break;
             }
+            self.app
+                .supervision
+                .checkpoint(crate::supervise::MIRROR_CONSUMER);
             let step = self.step().await;
             let wait = match step {
                 Ok(true) => {

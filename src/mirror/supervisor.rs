@@ -28,7 +28,12 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
             if *stop.borrow() {
                 break;
             }
-            running.retain(|_, h| !h.is_finished());
+            crate::delivery::supervisor::reap(
+                &app,
+                &mut running,
+                crate::supervise::MIRROR_CONSUMER,
+            )
+            .await;
             let mut present = HashSet::new();
             // In a cluster, only the namespaces this instance owns.
             let owned = app
@@ -44,7 +49,11 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
                         let key = (name.clone(), p, spec.name.clone());
                         // A changed mirror: its old consumer stops by itself; start the new
                         // one once it has.
-                        if running.contains_key(&key) {
+                        if running.contains_key(&key)
+                            || !app
+                                .supervision
+                                .may_start(&crate::delivery::supervisor::TaskId::task_id(&key))
+                        {
                             continue;
                         }
                         match MirrorConsumer::new(

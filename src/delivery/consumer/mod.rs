@@ -183,6 +183,9 @@ impl Consumer {
             if *shutdown.borrow() || self.app.namespace(&self.ns).is_none() {
                 break;
             }
+            self.app
+                .supervision
+                .checkpoint(crate::supervise::DELIVERY_CONSUMER);
             // Until a refused batch is written, read nothing new (its commit, parks and
             // outcomes are only in memory; the window bounds what accumulates meanwhile).
             let read = if self.unwritten {
@@ -342,10 +345,24 @@ impl Consumer {
             let n = slot.record.targets[i].attempt_count + 1;
             let out = slot.out.clone();
             let tx = self.tx.clone();
+            let app = Arc::clone(&self.app);
+            let supervisor = Arc::clone(&self.app);
+            let task = format!("{}/{}/{}", self.ns, self.partition, out.offset);
             tokio::spawn(async move {
-                let (record, result) = attempt(adapter, &out, n).await;
+                let offset = out.offset;
+                // A panic in the attempt is a failed attempt, never a missing answer (which
+                // would hold the partition for good).
+                let inner = tokio::spawn(async move {
+                    app.supervision
+                        .checkpoint(crate::supervise::DELIVERY_ATTEMPT);
+                    attempt(adapter, &out, n).await
+                });
+                let (record, result) = match inner.await {
+                    Ok(r) => r,
+                    Err(e) => panicked_attempt(&supervisor, &task, n, e),
+                };
                 let _ = tx.send(Done {
-                    offset: out.offset,
+                    offset,
                     target: i,
                     record,
                     result,
@@ -508,6 +525,33 @@ impl Consumer {
             }
         }
     }
+}
+
+/// The failed attempt a panicked (or cancelled) attempt task stands for.
+fn panicked_attempt(
+    app: &App,
+    task: &str,
+    n: u32,
+    e: tokio::task::JoinError,
+) -> (AttemptRecord, Result<(), TargetError>) {
+    let message = if e.is_panic() {
+        let why = crate::supervise::panic_message(&*e.into_panic());
+        app.supervision
+            .panicked(crate::supervise::DELIVERY_ATTEMPT, task, &why);
+        format!("the delivery attempt panicked: {why}")
+    } else {
+        "the delivery attempt was cancelled".to_owned()
+    };
+    tracing::error!(task, error = %message, "a delivery attempt did not finish; counted as a failed attempt");
+    let err = TargetError::retryable(super::target::ErrorClass::Remote, message);
+    let record = AttemptRecord {
+        attempt: n,
+        at_ms: now_ms(),
+        duration_ms: 0,
+        error: Some(err.message.clone()),
+        error_class: Some(err.class.as_str().to_owned()),
+    };
+    (record, Err(err))
 }
 
 /// The last error of a target that failed for good, for the DLQ entry's reason.
