@@ -36,7 +36,11 @@ pub struct StoredMessage {
     /// The client's payload, exactly as sent.
     pub payload: Box<RawValue>,
     /// The targets the client named (absent: the namespace's targets at delivery time).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "own_depth"
+    )]
     pub target: Option<serde_json::Value>,
     /// The lifecycle settings the client sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +65,23 @@ pub struct StoredMessage {
     pub request_id: Option<String>,
     /// When the service accepted it (ms since the epoch).
     pub accepted_at_ms: u64,
+}
+
+/// Decodes a stored JSON value (or `null`: none) with a depth limit of its own: read as raw
+/// text first (which the parser takes at any depth, as it does a payload), then parsed alone,
+/// with serde_json's limit (127 levels) counted from the value itself.
+///
+/// So the value decodes wherever it sits: the record stores a write's `target` as a list one
+/// level deeper than the write sent it, and a dead-letter entry wraps the whole record, which
+/// made a record of a write that the parser took near its limit undecodable. The write now
+/// refuses values beyond [`crate::model::validate::MAX_JSON_DEPTH`], far below; records
+/// stored before that decode with this (nothing that decoded before decodes differently).
+fn own_depth<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    let raw: Option<Box<RawValue>> = Option::deserialize(d)?;
+    raw.map(|r| serde_json::from_str(r.get()).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Why a record is not a message.
@@ -232,5 +253,52 @@ mod tests {
         assert_eq!(ids.message_id, m.message_id);
         assert_eq!(ids.idempotency_key.as_deref(), Some("k-1"));
         assert!(m.message_id.starts_with("wal_1700000000000_") && m.message_id.len() == 27);
+    }
+
+    /// A record as an earlier write path could store it: a target nested as deep as the
+    /// write's parser took it (126 levels under the body), wrapped in the list the record
+    /// keeps, so that the record itself nests 128 levels. It decodes, alone and inside a
+    /// dead-letter entry, and encodes back to the same bytes.
+    #[test]
+    fn a_record_nested_to_the_parsers_limit_decodes() {
+        let levels = 124;
+        let nested = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        let payload = format!(
+            r#"{{"messageId":"wal_1_a","namespace":"n","payload":{{"a":1}},"target":[{{"config":{{"url":"http://h/","x":{nested}}},"identifier":"w","type":"webhook"}}],"acceptedAtMs":1}}"#
+        );
+        let stored = StoredRecord {
+            offset: 3,
+            timestamp_ms: 1,
+            due_ms: 0,
+            key: Vec::new(),
+            headers: vec![(H_ID.to_owned(), b"wal_1_a".to_vec())],
+            payload: payload.clone().into_bytes(),
+        };
+        let m = StoredMessage::from_record(&stored).expect("an accepted write decodes");
+        let x = &m.target.as_ref().unwrap()[0]["config"]["x"];
+        assert_eq!(
+            x,
+            &serde_json::from_str::<serde_json::Value>(&nested).unwrap()
+        );
+        assert_eq!(serde_json::to_string(&m).unwrap(), payload, "round trip");
+        // One level more inside a wrapper (as a dead-letter entry holds it).
+        #[derive(serde::Deserialize)]
+        struct Wrapped {
+            message: StoredMessage,
+        }
+        let w: Wrapped = serde_json::from_str(&format!(r#"{{"message":{payload}}}"#))
+            .expect("decodes inside a wrapper");
+        assert_eq!(w.message.target, m.target);
+        // Absent and null targets stay absent.
+        let none =
+            r#"{"messageId":"i","namespace":"n","payload":{"a":1},"target":null,"acceptedAtMs":1}"#;
+        let m: StoredMessage = serde_json::from_str(none).unwrap();
+        assert!(m.target.is_none());
+        // A value deeper than any parser limit is still refused (no unbounded recursion).
+        let deep = "[".repeat(5000) + &"]".repeat(5000);
+        let bad = format!(
+            r#"{{"messageId":"i","namespace":"n","payload":{{"a":1}},"target":{deep},"acceptedAtMs":1}}"#
+        );
+        assert!(serde_json::from_str::<StoredMessage>(&bad).is_err());
     }
 }

@@ -769,3 +769,197 @@ fn a_target_config_that_cannot_work_is_refused_naming_the_field() {
     assert!(body.to_string().contains("grpc_service"), "{body:#}");
     s.stop();
 }
+
+/// The `wald_dlq_size` gauge of `ns` (pending entries), as `/metrics` shows it.
+fn dlq_size(s: &Server, ns: &str) -> Option<i64> {
+    let m = s.admin("GET", "/metrics", None).text();
+    let key = format!("wald_dlq_size{{namespace=\"{ns}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_dlq_replay_that_fails_puts_the_entry_back_to_pending() {
+    use std::sync::Arc;
+    use wald_storage::io::{FaultFs, FaultKind, FaultOp, FaultPlan, StdFs};
+    let rx = Receiver::start();
+    let (_d, dir) = tempdir();
+    let fault = FaultFs::new(Arc::new(StdFs));
+    let mut cfg = config(&dir);
+    // No spare segments: the background zero-fill would take the injected faults.
+    cfg.storage.preallocate = wald::config::PreallocateSetting::None;
+    let s = Server::start_with(cfg, Arc::new(fault.clone()));
+    s.create_namespace(
+        json!({ "name": "refail", "retryPolicy": policy(0, 100, "constant"), "adHocTargets": true,
+        "dlqConfig": { "maxRetries": 0, "retryBackoffMs": 0 } }),
+    );
+    let id = write(
+        &s,
+        "refail",
+        json!({"k": "perm"}),
+        json!({"target": webhook("p", &rx.url("perm"))}),
+    );
+    wait_status(&s, &id, "dead_lettered", 15);
+    wait_dlq(&s, "refail", &id, |e| e["status"] == "pending", "pending");
+
+    // The replay fails at the target again, and the DLQ log then refuses the new entry.
+    fault.arm(FaultPlan {
+        op: FaultOp::Write,
+        nth: 1,
+        kind: FaultKind::Enospc,
+        sticky: true,
+    });
+    let r = s.admin(
+        "POST",
+        &format!("/api/v1/namespaces/refail/dlq/{id}/replay"),
+        None,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let e = wait_dlq(
+        &s,
+        "refail",
+        &id,
+        |e| e["status"] == "pending",
+        "back to pending after the failed replay",
+    );
+    fault.disarm();
+    assert_eq!(rx.hits_of(&id).len(), 2, "the replay made its attempt");
+    assert!(
+        e["lastError"].as_str().is_some_and(|m| !m.is_empty()),
+        "the failure is recorded: {e:#}"
+    );
+    assert_eq!(e["replays"], 0, "the entry it was stays in place: {e:#}");
+    assert_eq!(
+        e["entry"]["message"]["payload"],
+        json!({"k": "perm"}),
+        "{e:#}"
+    );
+    assert_eq!(dlq_size(&s, "refail"), Some(1), "still counted as pending");
+    let list = s.admin("GET", "/api/v1/namespaces/refail/dlq", None).json();
+    assert_eq!(list["entries"][0]["messageId"], json!(id), "{list:#}");
+    // Pending again: discard works.
+    let r = s.admin(
+        "DELETE",
+        &format!("/api/v1/namespaces/refail/dlq/{id}"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "discarded");
+    assert_eq!(dlq_size(&s, "refail"), Some(0));
+    s.stop();
+}
+
+#[test]
+fn a_dlq_entry_left_replaying_by_a_stopped_process_is_pending_again() {
+    let rx = Receiver::start();
+    rx.shared
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_d, dir) = tempdir();
+    let cfg = config(&dir);
+    let s = Server::start(cfg.clone());
+    // A replay waits 10 minutes between its attempts: it is still running at the stop.
+    s.create_namespace(
+        json!({ "name": "stuck", "retryPolicy": policy(0, 100, "constant"), "adHocTargets": true,
+        "dlqConfig": { "maxRetries": 3, "retryBackoffMs": 600_000 } }),
+    );
+    let ids: Vec<String> = (0..2)
+        .map(|i| {
+            write(
+                &s,
+                "stuck",
+                json!({"i": i}),
+                json!({"target": webhook("d", &rx.url("down"))}),
+            )
+        })
+        .collect();
+    for id in &ids {
+        wait_status(&s, id, "dead_lettered", 15);
+        let r = s.admin(
+            "POST",
+            &format!("/api/v1/namespaces/stuck/dlq/{id}/replay"),
+            None,
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    rx.wait_for(10, "each replay's first attempt", |h| {
+        ids.iter()
+            .all(|id| h.iter().filter(|x| &x.message_id == id).count() == 2)
+    });
+    // While this process replays them, they are replaying: no second replay, no discard.
+    for id in &ids {
+        assert_eq!(dlq_entry(&s, "stuck", id)["status"], "replaying");
+        s.admin(
+            "POST",
+            &format!("/api/v1/namespaces/stuck/dlq/{id}/replay"),
+            None,
+        )
+        .assert_error(409, "CONFLICT");
+        s.admin(
+            "DELETE",
+            &format!("/api/v1/namespaces/stuck/dlq/{id}"),
+            None,
+        )
+        .assert_error(409, "CONFLICT");
+    }
+    s.stop();
+
+    // The process that replayed them is gone: they are pending again.
+    let s = Server::start(cfg);
+    for id in &ids {
+        let e = dlq_entry(&s, "stuck", id);
+        assert_eq!(e["status"], "pending", "{e:#}");
+        assert!(e["lastError"].is_string(), "{e:#}");
+    }
+    let pending = s.admin("GET", "/api/v1/namespaces/stuck/dlq", None).json();
+    assert_eq!(
+        pending["entries"].as_array().map(Vec::len),
+        Some(2),
+        "{pending:#}"
+    );
+    let replaying = s
+        .admin("GET", "/api/v1/namespaces/stuck/dlq?status=replaying", None)
+        .json();
+    assert_eq!(
+        replaying["entries"].as_array().map(Vec::len),
+        Some(0),
+        "{replaying:#}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dlq_size(&s, "stuck") != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the gauge counts them: {:?}",
+            dlq_size(&s, "stuck")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Discard works on one, a replay on the other.
+    let r = s.admin(
+        "DELETE",
+        &format!("/api/v1/namespaces/stuck/dlq/{}", ids[0]),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "discarded");
+    rx.shared
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = s.admin(
+        "POST",
+        &format!("/api/v1/namespaces/stuck/dlq/{}/replay", ids[1]),
+        None,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_dlq(
+        &s,
+        "stuck",
+        &ids[1],
+        |e| e["status"] == "replayed",
+        "replayed",
+    );
+    assert_eq!(message(&s, &ids[1])["status"], "delivered");
+    assert_eq!(dlq_size(&s, "stuck"), Some(0));
+    s.stop();
+}

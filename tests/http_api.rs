@@ -966,3 +966,122 @@ fn batch_rate_limits_count_each_message() {
     batch(&s, &[], json!(six)).assert_error(400, "VALIDATION_ERROR");
     assert_eq!(next_offset(&s, "orders"), 5);
 }
+
+/// `levels` nested arrays around a number: `[[1]]` for 2.
+fn nested(levels: usize) -> String {
+    format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+/// The deepest `n` in `1..=max` whose write `body(n)` is accepted (accepted up to some depth,
+/// refused beyond), with the answer of that write.
+fn deepest_accepted(
+    s: &Server,
+    max: usize,
+    body: impl Fn(usize) -> String,
+) -> (usize, serde_json::Value) {
+    let (mut lo, mut hi) = (0, max + 1);
+    let mut best = None;
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        let r = s.req(
+            "POST",
+            "/api/v1/wal/write",
+            &[("content-type", "application/json")],
+            Some(&body(mid)),
+        );
+        if r.status == 202 {
+            lo = mid;
+            best = Some(r.json());
+        } else {
+            assert_eq!(r.status, 400, "{}", r.text());
+            hi = mid;
+        }
+    }
+    (lo, best.expect("a shallow write is accepted"))
+}
+
+/// Reads message `id` by id and on its partition's page, both 200; returns both views.
+fn read_both(s: &Server, ns: &str, written: &serde_json::Value) -> [serde_json::Value; 2] {
+    let id = written["messageId"].as_str().unwrap();
+    let m = s.req("GET", &format!("/api/v1/wal/messages/{id}"), &[], None);
+    assert_eq!(m.status, 200, "read by id: {}", m.text());
+    let (p, off) = (
+        written["partition"].as_u64().unwrap(),
+        written["offset"].as_u64().unwrap(),
+    );
+    let page = s.req(
+        "GET",
+        &format!("/api/v1/wal/namespace/{ns}/messages?partition={p}&fromOffset={off}&limit=1"),
+        &[],
+        None,
+    );
+    assert_eq!(page.status, 200, "read on the page: {}", page.text());
+    let pj = page.json();
+    assert_eq!(pj["messages"][0]["messageId"], id, "{pj}");
+    [m.json(), pj["messages"][0].clone()]
+}
+
+#[test]
+fn a_message_nested_as_deep_as_the_write_accepts_reads_back() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(config(&dir));
+    s.create_namespace(json!({ "name": "deep", "adHocTargets": true }));
+
+    // A target object nested as deep as the write takes it.
+    let target = |n: usize| {
+        format!(
+            r#"{{"namespace":"deep","payload":{{"k":1}},"target":{{"type":"webhook","identifier":"w","config":{{"url":"http://127.0.0.1:9/x","x":{}}}}}}}"#,
+            nested(n)
+        )
+    };
+    let (n, written) = deepest_accepted(&s, 200, target);
+    let want: serde_json::Value = serde_json::from_str(&nested(n)).unwrap();
+    for v in read_both(&s, "deep", &written) {
+        let t = if v["target"].is_array() {
+            &v["target"][0]
+        } else {
+            &v["target"]
+        };
+        assert_eq!(t["config"]["x"], want, "target read back at depth {n}: {v}");
+    }
+    // One level more is refused naming the field and the limit.
+    let r = s.req(
+        "POST",
+        "/api/v1/wal/write",
+        &[("content-type", "application/json")],
+        Some(&target(n + 1)),
+    );
+    let j = r.assert_error(400, "VALIDATION_ERROR");
+    let f = &j["error"]["details"]["fields"][0];
+    assert_eq!(f["field"], "target", "{j}");
+    assert!(
+        f["message"].as_str().unwrap().contains("at most"),
+        "the limit is named: {j}"
+    );
+
+    // A payload nested as deep as the write takes it: byte for byte.
+    let payload = |n: usize| format!(r#"{{"namespace":"deep","payload":{{"x":{}}}}}"#, nested(n));
+    let (n, written) = deepest_accepted(&s, 400, payload);
+    assert!(n < 400, "a payload has a depth limit");
+    let raw = format!(r#""payload":{{"x":{}}}"#, nested(n));
+    let id = written["messageId"].as_str().unwrap();
+    let m = s.req("GET", &format!("/api/v1/wal/messages/{id}"), &[], None);
+    assert!(
+        m.text().contains(&raw),
+        "payload byte-identical: {}",
+        m.text()
+    );
+    read_both(&s, "deep", &written);
+    let j = s
+        .req(
+            "POST",
+            "/api/v1/wal/write",
+            &[("content-type", "application/json")],
+            Some(&payload(n + 1)),
+        )
+        .assert_error(400, "VALIDATION_ERROR");
+    let f = &j["error"]["details"]["fields"][0];
+    assert_eq!(f["field"], "payload", "{j}");
+    assert!(f["message"].as_str().unwrap().contains("at most"), "{j}");
+    s.stop();
+}

@@ -5,9 +5,17 @@
 //! A replay re-delivers the message (optionally with an edited payload) to the targets that
 //! did not get it, with the namespace's `dlqConfig` retries; when it fails again, a new DLQ
 //! entry with the new attempts is appended before the index moves to it: nothing in the DLQ
-//! is lost by a replay.
+//! is lost by a replay. A replay that fails otherwise (the namespace is gone, the DLQ log
+//! refuses the new entry...) puts the entry back to pending with the failure as its
+//! `lastError`.
+//!
+//! An entry is `replaying` only while a replay of *this process* holds its claim (the
+//! in-memory set [`super::tasks::Tasks`] keeps): a `replaying` mark left in the index by a
+//! process that stopped mid-replay, or by a replay task that died, reads as `pending` again
+//! ([`settle`]).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -64,7 +72,8 @@ pub enum DlqError {
 pub enum DlqStatus {
     /// Waiting for an operator.
     Pending,
-    /// A replay is running.
+    /// A replay of this process is running. (A process that stopped mid-replay leaves the
+    /// mark stored; it then reads as `pending`.)
     Replaying,
     /// A replay delivered it.
     Replayed,
@@ -109,18 +118,83 @@ pub struct DlqIndex {
     pub replays: u32,
     /// The reason it is here.
     pub reason: String,
+    /// Why the last replay of this entry failed, when one did: its targets failed again, it
+    /// could not run or store its outcome, or it was cut short (the service stopped). Absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// `lastError` of an entry whose replay was cut short.
+const INTERRUPTED: &str =
+    "the replay did not finish (the service stopped or the replay died): pending again";
+
+/// The entries claimed by this process (see [`super::tasks::Tasks`]).
+type Claims = BTreeSet<(String, String)>;
+
+fn claims(app: &App) -> MutexGuard<'_, Claims> {
+    app.delivery
+        .tasks
+        .dlq_claims
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+fn key(ns: &str, id: &str) -> (String, String) {
+    (ns.to_owned(), id.to_owned())
+}
+
+/// An index record as this process sees it: `replaying` stays so only while a replay of this
+/// process holds the entry's claim; otherwise the replay that stored the mark is gone (the
+/// process stopped mid-replay, or the replay task died) and the entry is pending again.
+///
+/// Decided lazily, on every read, rather than by rewriting the marks at startup: the
+/// stored mark alone cannot tell a live replay from a dead one, while the claim can, at
+/// any time; a startup sweep would race with the API (served before the delivery
+/// supervisor runs) and would not cover a replay task that dies later. It cannot start a
+/// second replay of an entry in one process: a running replay holds its claim until its
+/// outcome is stored, and the check and the change of status are made under the claims'
+/// lock. (No lease time either: a replay waiting out a long `retryBackoffMs` never turns
+/// stale while it runs.) The stored record keeps its `replaying` mark until the entry's
+/// next change.
+fn settle(claims: &Claims, ns: &str, id: &str, mut ix: DlqIndex) -> DlqIndex {
+    if ix.status == DlqStatus::Replaying && !claims.contains(&key(ns, id)) {
+        ix.status = DlqStatus::Pending;
+        ix.last_error = Some(INTERRUPTED.to_owned());
+    }
+    ix
+}
+
+/// The claim of a replay of this process on its entry: released when dropped, also when the
+/// replay task panics or is cancelled (the entry then reads as pending).
+struct Claim {
+    app: Arc<App>,
+    key: (String, String),
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        claims(&self.app).remove(&self.key);
+    }
+}
+
+fn decode_index(id: &str, bytes: &[u8]) -> Result<DlqIndex, DlqError> {
+    serde_json::from_slice(bytes).map_err(|e| DlqError::Corrupt {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The index record of `id` as this process sees it ([`settle`]); `claims` is the locked set.
+fn index_in(claims: &Claims, app: &App, ns: &str, id: &str) -> Result<Option<DlqIndex>, DlqError> {
+    match app.state.get_dlq(ns, id)? {
+        None => Ok(None),
+        Some(b) => Ok(Some(settle(claims, ns, id, decode_index(id, &b)?))),
+    }
 }
 
 fn index(app: &App, ns: &str, id: &str) -> Result<Option<DlqIndex>, DlqError> {
-    match app.state.get_dlq(ns, id)? {
-        None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| DlqError::Corrupt {
-                id: id.to_owned(),
-                reason: e.to_string(),
-            }),
-    }
+    index_in(&claims(app), app, ns, id)
 }
 
 fn put_index(app: &App, ns: &str, id: &str, ix: &DlqIndex) -> Result<(), DlqError> {
@@ -144,6 +218,21 @@ pub async fn dead_letter(
     delivery: &DeliveryRecord,
     reason: &str,
     replays: u32,
+) -> Result<u64, DlqError> {
+    dead_letter_with(app, msg, partition, offset, delivery, reason, replays, None).await
+}
+
+/// [`dead_letter`], with the index's `lastError` (a failed replay's).
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter_with(
+    app: &Arc<App>,
+    msg: &StoredMessage,
+    partition: u32,
+    offset: u64,
+    delivery: &DeliveryRecord,
+    reason: &str,
+    replays: u32,
+    last_error: Option<String>,
 ) -> Result<u64, DlqError> {
     let ns = msg.namespace.as_str();
     let now = now_ms();
@@ -180,6 +269,7 @@ pub async fn dead_letter(
             updated_at_ms: now,
             replays,
             reason: reason.to_owned(),
+            last_error,
         },
     )?;
     app.delivery
@@ -241,6 +331,9 @@ impl DlqIndex {
     #[must_use]
     pub fn redacted(mut self) -> Self {
         self.reason = crate::redact::text(&self.reason).into_owned();
+        self.last_error = self
+            .last_error
+            .map(|e| crate::redact::text(&e).into_owned());
         self
     }
 }
@@ -274,11 +367,9 @@ pub fn list(
     with_entries: bool,
 ) -> Result<Vec<DlqItem>, DlqError> {
     let mut items = Vec::new();
+    let claimed = claims(app);
     for (id, bytes) in app.state.list_dlq(ns)? {
-        let ix: DlqIndex = serde_json::from_slice(&bytes).map_err(|e| DlqError::Corrupt {
-            id: id.clone(),
-            reason: e.to_string(),
-        })?;
+        let ix = settle(&claimed, ns, &id, decode_index(&id, &bytes)?);
         if status.is_some_and(|s| s != ix.status)
             || ix.dead_lettered_at_ms < from_ms
             || ix.dead_lettered_at_ms >= to_ms
@@ -291,6 +382,7 @@ pub fn list(
             entry: None,
         });
     }
+    drop(claimed);
     items.sort_by(|a, b| {
         (a.index.dead_lettered_at_ms, &a.message_id)
             .cmp(&(b.index.dead_lettered_at_ms, &b.message_id))
@@ -338,7 +430,10 @@ fn leave(
 /// # Errors
 /// [`DlqError::NotFound`], [`DlqError::NotPending`], or the store.
 pub fn discard(app: &App, ns: &str, id: &str) -> Result<DlqIndex, DlqError> {
-    let mut ix = index(app, ns, id)?.ok_or_else(|| DlqError::NotFound(id.to_owned()))?;
+    // Checked and changed under the claims' lock: no replay of this process starts between.
+    let claimed = claims(app);
+    let mut ix =
+        index_in(&claimed, app, ns, id)?.ok_or_else(|| DlqError::NotFound(id.to_owned()))?;
     if ix.status != DlqStatus::Pending {
         return Err(DlqError::NotPending {
             id: id.to_owned(),
@@ -346,6 +441,7 @@ pub fn discard(app: &App, ns: &str, id: &str) -> Result<DlqIndex, DlqError> {
         });
     }
     leave(app, ns, id, &mut ix, DlqStatus::Discarded)?;
+    drop(claimed);
     tracing::info!(
         namespace = ns,
         message_id = id,
@@ -355,7 +451,9 @@ pub fn discard(app: &App, ns: &str, id: &str) -> Result<DlqIndex, DlqError> {
 }
 
 /// Starts replaying a pending entry (optionally with a new payload): marks it replaying and
-/// returns at once; the replay runs in the background.
+/// claims it for this process, and returns at once; the replay runs in the background and
+/// holds the claim until its outcome is stored: `replayed`, or `pending` again (with a new
+/// entry when its targets failed again, else with the failure as `lastError`).
 ///
 /// # Errors
 /// [`DlqError::NotFound`], [`DlqError::NotPending`], or the store/log.
@@ -365,7 +463,10 @@ pub fn start_replay(
     id: &str,
     payload: Option<Box<RawValue>>,
 ) -> Result<(DlqIndex, tokio::task::JoinHandle<bool>), DlqError> {
-    let mut ix = index(app, ns, id)?.ok_or_else(|| DlqError::NotFound(id.to_owned()))?;
+    // Checked, marked and claimed under the claims' lock: one replay per entry at a time.
+    let mut claimed = claims(app);
+    let mut ix =
+        index_in(&claimed, app, ns, id)?.ok_or_else(|| DlqError::NotFound(id.to_owned()))?;
     if ix.status != DlqStatus::Pending {
         return Err(DlqError::NotPending {
             id: id.to_owned(),
@@ -379,18 +480,62 @@ pub fn start_replay(
     ix.status = DlqStatus::Replaying;
     ix.updated_at_ms = now_ms();
     put_index(app, ns, id, &ix)?;
+    claimed.insert(key(ns, id));
+    drop(claimed);
+    let claim = Claim {
+        app: Arc::clone(app),
+        key: key(ns, id),
+    };
     let app2 = Arc::clone(app);
     let (ns2, id2) = (ns.to_owned(), id.to_owned());
     let handle = tokio::spawn(async move {
+        // Released when this task ends (or is dropped), after the outcome is stored.
+        let _claim = claim;
         match replay(&app2, &ns2, &id2, entry).await {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(namespace = %ns2, message_id = %id2, error = %e, "dead-letter replay failed");
+                if let Err(e2) = back_to_pending(&app2, &ns2, &id2, &e.to_string()) {
+                    tracing::error!(namespace = %ns2, message_id = %id2, error = %e2, "dead-letter entry left replaying; it reads as pending once the replay ends");
+                }
                 false
             }
         }
     });
     Ok((ix, handle))
+}
+
+/// A replay failed before storing its outcome: its entry (still `replaying`, as the replay
+/// holds the claim) is pending again, with the failure as `lastError`. An entry the replay
+/// already moved on (replayed, or a new pending entry) is left as it is.
+fn back_to_pending(app: &App, ns: &str, id: &str, error: &str) -> Result<(), DlqError> {
+    let claimed = claims(app);
+    let Some(mut ix) = index_in(&claimed, app, ns, id)? else {
+        return Ok(());
+    };
+    if ix.status != DlqStatus::Replaying {
+        return Ok(());
+    }
+    ix.status = DlqStatus::Pending;
+    ix.updated_at_ms = now_ms();
+    ix.last_error = Some(format!("replay failed: {error}"));
+    put_index(app, ns, id, &ix)
+}
+
+/// The last error of each target that failed, as `identifier: error; ...`.
+fn failed_targets(record: &DeliveryRecord) -> String {
+    record
+        .targets
+        .iter()
+        .filter(|t| matches!(t.status, TargetStatus::DeadLettered | TargetStatus::Failed))
+        .filter_map(|t| {
+            t.attempts
+                .last()
+                .and_then(|a| a.error.as_ref())
+                .map(|e| format!("{}: {e}", t.identifier))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The replay itself: true when every target got the message.
@@ -456,10 +601,14 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
             "dead-letter replay delivered the message"
         );
     } else {
-        // Back to the DLQ with the new attempts (a new entry; the index moves to it).
-        let reason = format!("replay {} failed", entry.replays + 1);
-        app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
-        dead_letter(
+        // Back to the DLQ with the new attempts (a new entry; the index moves to it). Should
+        // that fail, the entry stays where it was and is pending again (`back_to_pending`).
+        let reason = format!(
+            "replay {} failed: {}",
+            entry.replays + 1,
+            failed_targets(&record)
+        );
+        dead_letter_with(
             app,
             &entry.message,
             entry.partition,
@@ -467,8 +616,11 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
             &record,
             &reason,
             entry.replays + 1,
+            Some(reason.clone()),
         )
         .await?;
+        // Counted again as it arrived: the entry it replaces is no longer.
+        app.delivery.metrics.dlq_size.with_label_values(&[ns]).dec();
     }
     // The message's own delivery record shows the replay's attempts and outcome.
     let mut b = DeliveryBatch::default();
@@ -477,24 +629,23 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
     Ok(delivered)
 }
 
-/// Recounts the pending entries of every namespace into the `dlq_size` gauge (at start).
+/// Recounts the entries of every namespace still in the queue (pending, or being replayed
+/// by this process: a replay leaves the count when it stores its outcome) into the
+/// `dlq_size` gauge (at start). An entry a stopped process left `replaying` counts as
+/// pending ([`settle`]).
 pub fn refresh_size(app: &App) {
     for ns in app.all_namespaces() {
         let name = ns.spec.name.as_str();
-        if let Ok(items) = list(
-            app,
-            name,
-            Some(DlqStatus::Pending),
-            0,
-            u64::MAX,
-            usize::MAX,
-            false,
-        ) {
+        if let Ok(items) = list(app, name, None, 0, u64::MAX, usize::MAX, false) {
+            let queued = items
+                .iter()
+                .filter(|it| matches!(it.index.status, DlqStatus::Pending | DlqStatus::Replaying))
+                .count();
             app.delivery
                 .metrics
                 .dlq_size
                 .with_label_values(&[name])
-                .set(i64::try_from(items.len()).unwrap_or(i64::MAX));
+                .set(i64::try_from(queued).unwrap_or(i64::MAX));
         }
     }
 }

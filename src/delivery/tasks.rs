@@ -1,7 +1,7 @@
 //! Background tasks started through the admin API — a bulk dead-letter replay, a replay of a
 //! log range — with their progress, served by `GET /api/v1/tasks/{id}`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -112,6 +112,11 @@ impl Task {
 #[derive(Debug, Default)]
 pub struct Tasks {
     map: Mutex<BTreeMap<String, Arc<Task>>>,
+    /// The dead-letter entries (namespace, message id) this process is replaying or changing
+    /// right now ([`super::dlq`]): an entry stored as `replaying` that is not here was left
+    /// so by a process that is gone (or a replay that died) and counts as pending. Held by
+    /// the app, so a restarted app starts with none.
+    pub(crate) dlq_claims: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Tasks {

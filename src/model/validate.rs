@@ -118,6 +118,80 @@ impl Errors {
     }
 }
 
+/// How deeply a value a write stores (`payload`, `target`) may nest: at most 64 levels of
+/// objects and arrays, the value itself counted (`{"a": [1]}` is 2 levels).
+///
+/// Kept well below what reading it back takes, so that anything a write accepts decodes
+/// again: serde_json parses at most 127 levels, and a stored value sits at most 3 levels
+/// deeper than the write's own (the record's object, the list a `target` is stored as, a
+/// dead-letter entry around the record); the record decode also parses a stored `target`
+/// on its own ([`crate::message::StoredMessage`]), and a delivery target parses the payload
+/// from its root.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Levels of objects and arrays in `v` (a scalar is 0), without recursion.
+#[must_use]
+pub fn value_depth(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, above)) = stack.pop() {
+        match v {
+            Value::Array(a) => {
+                deepest = deepest.max(above + 1);
+                stack.extend(a.iter().map(|x| (x, above + 1)));
+            }
+            Value::Object(m) => {
+                deepest = deepest.max(above + 1);
+                stack.extend(m.values().map(|x| (x, above + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Levels of objects and arrays in `json`, text the parser already accepted (a byte scan,
+/// no second parse; brackets inside strings do not count).
+#[must_use]
+pub fn text_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The refusal of a value nested `depth` levels deep, beyond [`MAX_JSON_DEPTH`].
+#[must_use]
+pub fn check_depth(depth: usize) -> Result<(), String> {
+    if depth > MAX_JSON_DEPTH {
+        Err(format!(
+            "is nested {depth} levels deep; at most {MAX_JSON_DEPTH} levels of objects and arrays"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// `prefix.field`, or `field` when `prefix` is empty.
 #[must_use]
 pub fn join(prefix: &str, field: &str) -> String {

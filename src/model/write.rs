@@ -10,7 +10,7 @@ use super::namespace::{
     check_namespace_name, normalise_namespace_name, BackoffStrategy, RetryPolicy,
 };
 use super::target::{check_tags, TargetConfig};
-use super::validate::{join, Errors, FieldError};
+use super::validate::{check_depth, join, text_depth, value_depth, Errors, FieldError};
 
 /// The seeds' maximum delay: 24 hours.
 pub const DEFAULT_MAX_DELAY_SECS: u64 = 86_400;
@@ -239,7 +239,29 @@ pub enum TargetSpec {
     Many(Vec<TargetRef>),
 }
 
+impl TargetRef {
+    /// Levels of objects and arrays in the reference as JSON (an identifier is 0).
+    #[must_use]
+    pub fn depth(&self) -> usize {
+        match self {
+            Self::Named(_) => 0,
+            // The target object, its `config` object and what that holds; `tags` is a
+            // list of strings (one level under the object, as `config` is).
+            Self::Inline(t) => 2 + t.config.values().map(value_depth).max().unwrap_or(0),
+        }
+    }
+}
+
 impl TargetSpec {
+    /// Levels of objects and arrays in the spec as the client sent it (a list counts one).
+    #[must_use]
+    pub fn depth(&self) -> usize {
+        match self {
+            Self::One(r) => r.depth(),
+            Self::Many(v) => 1 + v.iter().map(TargetRef::depth).max().unwrap_or(0),
+        }
+    }
+
     /// The targets as a list.
     #[must_use]
     pub fn into_vec(self) -> Vec<TargetRef> {
@@ -309,13 +331,14 @@ pub struct WriteToLogDto {
     /// starting with a letter or digit.
     #[schema(example = "user-cache-replication", min_length = 1, max_length = 100)]
     pub namespace: String,
-    /// The message: a JSON object with at least one key. Stored and returned byte for byte.
+    /// The message: a JSON object with at least one key, nested at most 64 levels deep
+    /// (objects and arrays, itself counted). Stored and returned byte for byte.
     #[schema(value_type = Object, example = json!({"operation": "SET", "key": "user:123", "value": {"name": "John Doe"}}))]
     pub payload: Box<RawValue>,
     /// Where to deliver it: the identifier of one of the namespace's `targetConfigs`, or a
     /// list of them (at most 20); target objects only where the namespace sets
     /// `adHocTargets` (webhook and http_service only). Default: all the namespace's
-    /// `targetConfigs`.
+    /// `targetConfigs`. Nested at most 64 levels deep (objects and arrays, itself counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetSpec>,
     /// Delay, TTL, retries and DLQ for this message. Default: the namespace's settings.
@@ -424,14 +447,18 @@ pub fn check_idempotency_key(field: &str, key: &str, errs: &mut Errors) {
     errs.chars(field, key, 1, 200);
 }
 
-/// Checks that a payload is a JSON object with at least one key. The value was already
-/// validated as JSON by the parser, so this looks at its first tokens only: no second parse.
-pub fn check_payload(raw: &RawValue) -> Result<(), &'static str> {
+/// Checks that a payload is a JSON object with at least one key, nested at most
+/// [`super::validate::MAX_JSON_DEPTH`] levels deep. The value was already validated as JSON
+/// by the parser (which takes a payload at any depth: it is kept as raw text), so this looks
+/// at its tokens only: no second parse.
+pub fn check_payload(raw: &RawValue) -> Result<(), String> {
     let s = raw.get().trim_start();
     match s.strip_prefix('{') {
-        None => Err("must be a JSON object"),
-        Some(rest) if rest.trim_start().starts_with('}') => Err("must have at least one key"),
-        Some(_) => Ok(()),
+        None => Err("must be a JSON object".into()),
+        Some(rest) if rest.trim_start().starts_with('}') => {
+            Err("must have at least one key".into())
+        }
+        Some(_) => check_depth(text_depth(s)),
     }
 }
 
@@ -448,6 +475,9 @@ impl WriteToLogDto {
             errs.push("payload", m);
         }
         let targets = self.target.map(|spec| {
+            if let Err(m) = check_depth(spec.depth()) {
+                errs.push("target", m);
+            }
             match &spec {
                 TargetSpec::One(t) => check_ref("target", t, &mut errs),
                 TargetSpec::Many(v) if v.is_empty() => {

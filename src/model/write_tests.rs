@@ -580,3 +580,92 @@ fn response_serialises_like_the_seeds() {
     );
     assert_eq!(serde_json::to_value(DurableStatus::False).unwrap(), "false");
 }
+
+/// `levels` nested arrays around a number: `[[1]]` for 2.
+fn nested(levels: usize) -> String {
+    format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+#[test]
+fn json_depth_counts_objects_and_arrays_outside_strings() {
+    use crate::model::validate::{text_depth, value_depth};
+    for (text, depth) in [
+        ("1", 0),
+        (r#""[[{""#, 0),
+        ("{}", 1),
+        (r#"{"a":"[[[{"}"#, 1),
+        (r#"{"a":"\"[[", "b":[1]}"#, 2),
+        (r#"{"a":"x\\", "b":[{"c":[]}]}"#, 4),
+        (r#"{"a":[1,{"b":[]}],"c":{}}"#, 4),
+        (&nested(70), 70),
+    ] {
+        assert_eq!(text_depth(text), depth, "{text}");
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(value_depth(&v), depth, "{text}");
+    }
+}
+
+#[test]
+fn payload_and_target_nest_at_most_the_depth_limit_and_what_passes_decodes() {
+    use crate::message::StoredMessage;
+    use crate::model::validate::MAX_JSON_DEPTH;
+    let write = |payload: &str, target: Option<&str>| {
+        let mut body = format!(r#"{{"namespace":"orders","payload":{payload}"#);
+        if let Some(t) = target {
+            body.push_str(&format!(r#","target":{t}"#));
+        }
+        body.push('}');
+        let dto: WriteToLogDto = parse_json(body.as_bytes())?;
+        dto.validate(&WriteLimits::default())
+    };
+    // The payload object counts: `{"x": <n levels>}` is n + 1 deep.
+    let at_limit = format!(r#"{{"x":{}}}"#, nested(MAX_JSON_DEPTH - 1));
+    let ok_payload = write(&at_limit, None).expect("a payload at the limit");
+    let over = format!(r#"{{"x":{}}}"#, nested(MAX_JSON_DEPTH));
+    let e = write(&over, None).unwrap_err();
+    assert_eq!(fields(&e), ["payload"]);
+    assert!(
+        e[0].message.contains(&format!("at most {MAX_JSON_DEPTH}")),
+        "{e:?}"
+    );
+    // Far deeper than the limit (the raw payload is not parsed for depth by serde): refused.
+    let e = write(&format!(r#"{{"x":{}}}"#, nested(5000)), None).unwrap_err();
+    assert_eq!(fields(&e), ["payload"]);
+
+    // A target object and its config count: `{"config": {"x": <n>}}` is n + 2 deep; a list
+    // one more.
+    let target = |n: usize| {
+        format!(
+            r#"{{"type":"webhook","identifier":"w","config":{{"url":"http://h.example/","x":{}}}}}"#,
+            nested(n)
+        )
+    };
+    let one =
+        write(r#"{"a":1}"#, Some(&target(MAX_JSON_DEPTH - 2))).expect("a target at the limit");
+    let e = write(r#"{"a":1}"#, Some(&target(MAX_JSON_DEPTH - 1))).unwrap_err();
+    assert_eq!(fields(&e), ["target"]);
+    assert!(
+        e[0].message.contains(&format!("at most {MAX_JSON_DEPTH}")),
+        "{e:?}"
+    );
+    let list = format!("[{}]", target(MAX_JSON_DEPTH - 3));
+    let many = write(r#"{"a":1}"#, Some(&list)).expect("a list at the limit");
+    let list = format!(r#"["named",{}]"#, target(MAX_JSON_DEPTH - 2));
+    assert_eq!(
+        fields(&write(r#"{"a":1}"#, Some(&list)).unwrap_err()),
+        ["target"]
+    );
+
+    // What passes is stored and decodes again, alone and inside a dead-letter entry.
+    for w in [ok_payload, one, many] {
+        let mut m = StoredMessage::new("wal_1_a", "orders", w.payload.clone(), 1);
+        m.target = w.targets_json().unwrap();
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let back: StoredMessage = serde_json::from_slice(&bytes).expect("decodes");
+        assert_eq!(back.target, m.target);
+        assert_eq!(back.payload.get(), w.payload.get());
+        let entry = format!(r#"{{"message":{}}}"#, String::from_utf8(bytes).unwrap());
+        let v: Value = serde_json::from_str(&entry).expect("a wrapper parses as a whole");
+        assert_eq!(v["message"]["messageId"], "wal_1_a");
+    }
+}
