@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use wald_storage::{Durability, Log};
 
-use crate::config::{Config, Keyring};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::model::namespace::{DurabilityMode, Namespace, RoutingStrategy};
@@ -133,8 +133,8 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 pub struct App {
     /// The configuration.
     pub config: Config,
-    /// The API keys.
-    pub keys: Keyring,
+    /// The API keys: configured and created at run time.
+    pub keys: crate::keys::ApiKeys,
     /// The partition logs.
     pub engine: Engine,
     /// Indexes derived from the logs, and the namespace registry.
@@ -189,7 +189,7 @@ impl App {
         })?;
         let state = StateStore::open(data.join("state"))?;
         let engine = Engine::with_fs(&data, config.storage.log_config(), fs);
-        let keys = config.auth.keyring();
+        let keys = crate::keys::ApiKeys::load(&config.auth, &state)?;
         let metrics = Metrics::new()?;
         let delivery =
             crate::delivery::Hub::new(config.delivery.clone(), &config.egress, &metrics)?;
@@ -290,6 +290,15 @@ impl App {
             if done.records > 0 || done.rewound.is_some() {
                 tracing::info!(namespace = %name, partition = p, from = done.from, to = done.to, records = done.records,
                     rewound = ?done.rewound, secs = started.elapsed().as_secs_f64(), "state store caught up with the log");
+            }
+            // A log that lost its unsynced tail reuses the lost offsets: the consumer, delivery
+            // records, parked entries and mirrors must not stay ahead of it.
+            let rewound = self
+                .state
+                .rewind_delivery(&name, p, log.stats().next_offset)?;
+            if rewound.any() {
+                tracing::warn!(namespace = %name, partition = p, log_next = log.stats().next_offset, ?rewound,
+                    "the log ends before the consumer's or a mirror's committed offset (records lost after a power failure?): rewound them to the log's end");
             }
         }
         let mirrors = crate::mirror::config::specs(&spec).unwrap_or_default();

@@ -27,6 +27,7 @@ pub mod engine;
 pub mod http;
 pub mod ingest;
 pub mod io_loop;
+pub mod keys;
 pub mod message;
 pub mod metrics;
 pub mod mirror;

@@ -334,9 +334,6 @@ fn file_targets_stay_under_the_operators_root() {
 fn distinct_ad_hoc_targets_cannot_grow_the_adapter_cache() {
     let (_d, dir) = tempdir();
     let mut c = closed(&dir);
-    c.rate_limits.burst = 100_000;
-    c.rate_limits.requests_per_minute = 1_000_000;
-    c.rate_limits.requests_per_hour = 10_000_000;
     c.delivery.enabled = false;
     let s = Server::start(c);
     s.create_namespace(json!({"name": "orders", "adHocTargets": true}));
@@ -441,4 +438,130 @@ fn a_batch_is_authorized_per_message_namespace() {
     let ok = json!({ "messages": [{ "namespace": "orders", "payload": { "a": 1 } }] });
     let r = s.post_json("/api/v1/wal/write/batch", &[("x-api-key", KEY)], &ok);
     assert_eq!(r.status, 202, "{}", r.text());
+}
+
+fn walk_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn keys_created_at_run_time_work_at_once_are_revoked_at_once_and_survive_restart() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(closed(&dir));
+    s.create_namespace(json!({"name": "orders"}));
+    s.create_namespace(json!({"name": "other"}));
+    let body = json!({"namespace": "orders", "payload": {"a": 1}});
+
+    // Only the admin key manages keys.
+    let create = json!({"id": "billing", "namespaces": ["orders"]});
+    s.post_json("/api/v1/keys", &[("x-api-key", KEY)], &create)
+        .assert_error(403, "FORBIDDEN");
+    s.post_json("/api/v1/keys", &[], &create)
+        .assert_error(401, "UNAUTHORIZED");
+    let r = s.admin("POST", "/api/v1/keys", Some(&create));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let made = r.json();
+    let secret = made["key"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 64, "{secret}");
+    assert_eq!(made["namespaces"], json!(["orders"]));
+    assert_eq!(made["source"], "runtime");
+
+    // Usable at once, bound to its namespaces.
+    assert_eq!(write_as(&s, Some(&secret), &body).status, 202);
+    write_as(
+        &s,
+        Some(&secret),
+        &json!({"namespace": "other", "payload": {"a": 1}}),
+    )
+    .assert_error(403, "FORBIDDEN");
+
+    // Listed without its secret; the config file's key listed as read-only.
+    let list = s.admin("GET", "/api/v1/keys", None);
+    assert_eq!(list.status, 200);
+    assert!(!list.text().contains(&secret), "{}", list.text());
+    assert!(!list.text().contains(KEY), "{}", list.text());
+    let keys = list.json()["keys"].as_array().unwrap().clone();
+    let by_id = |id: &str| keys.iter().find(|k| k["id"] == id).cloned().unwrap();
+    assert_eq!(by_id("writer")["source"], "config");
+    assert_eq!(by_id("billing")["source"], "runtime");
+
+    // Bad input, taken ids, read-only keys.
+    s.admin(
+        "POST",
+        "/api/v1/keys",
+        Some(&json!({"id": "no spaces", "namespaces": ["orders"]})),
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    s.admin(
+        "POST",
+        "/api/v1/keys",
+        Some(&json!({"id": "x", "namespaces": []})),
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    s.admin(
+        "POST",
+        "/api/v1/keys",
+        Some(&json!({"id": "x", "namespaces": ["o"], "key": "mine"})),
+    )
+    .assert_error(400, "VALIDATION_ERROR");
+    s.admin("POST", "/api/v1/keys", Some(&create))
+        .assert_error(409, "CONFLICT");
+    s.admin(
+        "POST",
+        "/api/v1/keys",
+        Some(&json!({"id": "writer", "namespaces": ["orders"]})),
+    )
+    .assert_error(409, "CONFLICT");
+    s.admin("DELETE", "/api/v1/keys/writer", None)
+        .assert_error(409, "CONFLICT");
+
+    // The secret is nowhere on disk (only its SHA-256 is kept).
+    s.app.state.flush().unwrap();
+    let mut files = Vec::new();
+    walk_files(&dir, &mut files);
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is stored in {}",
+            f.display()
+        );
+    }
+
+    // Survives a restart.
+    s.stop();
+    let s = Server::start(closed(&dir));
+    assert_eq!(write_as(&s, Some(&secret), &body).status, 202);
+
+    // Revoked: refused on its next request, and after a restart too.
+    let r = s.admin("DELETE", "/api/v1/keys/billing", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    write_as(&s, Some(&secret), &body).assert_error(401, "UNAUTHORIZED");
+    s.admin("DELETE", "/api/v1/keys/billing", None)
+        .assert_error(404, "API_KEY_NOT_FOUND");
+    s.stop();
+    let s = Server::start(closed(&dir));
+    write_as(&s, Some(&secret), &body).assert_error(401, "UNAUTHORIZED");
+    assert_eq!(write_as(&s, Some(KEY), &body).status, 202);
+    s.stop();
+}
+
+#[test]
+fn without_limits_set_a_burst_is_not_rate_limited() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(closed(&dir));
+    s.create_namespace(json!({"name": "orders"}));
+    let body = json!({"namespace": "orders", "payload": {"a": 1}});
+    // More than the old default burst (100) at once: no limit unless one is set.
+    for _ in 0..150 {
+        assert_eq!(write_as(&s, Some(KEY), &body).status, 202);
+    }
+    s.stop();
 }

@@ -1,6 +1,7 @@
 //! The command line: `wald serve`, `wald log ...`, `wald bench ...`.
 
 pub mod bench;
+pub mod first_run;
 pub mod log;
 pub mod replay;
 pub mod serve;

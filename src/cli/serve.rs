@@ -55,6 +55,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
     }
     config.auth.read_admin_key_file()?;
     config.validate()?;
+    let generated = super::first_run::ensure_admin_key(&mut config)?;
     warn_if_open(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,6 +69,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
         let local = listener.local_addr()?;
         tracing::info!(listen = %local, data_dir = %data_dir.display(), namespaces = app.all_namespaces().len(), "wald is serving");
         println!("wald listening on http://{local} (data in {})", data_dir.display());
+        if let Some(g) = &generated {
+            g.print(&format!("http://{local}"));
+        }
         crate::server::run(listener, app, crate::server::shutdown_signal()).await?;
         Ok::<_, CliError>(())
     })?;

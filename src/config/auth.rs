@@ -106,7 +106,9 @@ impl NamespaceAccess {
         }
     }
 
-    fn from_list(list: &[String]) -> Self {
+    /// The access a list of namespaces (or `["*"]`) gives.
+    #[must_use]
+    pub fn from_list(list: &[String]) -> Self {
         if list.iter().any(|n| n.trim() == "*") {
             Self::All
         } else {
@@ -115,9 +117,22 @@ impl NamespaceAccess {
     }
 }
 
-type Sha = [u8; 32];
+/// Whether `id` is a valid API key id: 1 to 100 letters, digits, `.`, `_` or `-`.
+#[must_use]
+pub fn key_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
 
-fn sha256(s: &str) -> Sha {
+/// A SHA-256 digest of a key.
+pub type Sha = [u8; 32];
+
+/// The SHA-256 digest of a key.
+#[must_use]
+pub fn sha256(s: &str) -> Sha {
     Sha256::digest(s.as_bytes()).into()
 }
 
@@ -257,12 +272,7 @@ impl AuthConfig {
         let mut ids: HashMap<&str, usize> = HashMap::new();
         for (i, k) in self.api_keys.iter().enumerate() {
             let at = format!("auth.api_keys[{i}]");
-            let id_ok = !k.id.is_empty()
-                && k.id.len() <= 100
-                && k.id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !id_ok {
+            if !key_id_ok(&k.id) {
                 return Err(invalid(
                     format!("{at}.id"),
                     format!(
@@ -362,6 +372,17 @@ pub struct Keyring {
 }
 
 impl Keyring {
+    /// The ids of the configured keys (the admin key's included).
+    pub fn entries(&self) -> impl Iterator<Item = &KeyIdentity> {
+        self.entries.iter().map(|(_, who)| who)
+    }
+
+    /// Whether `digest` is the digest of a configured key.
+    #[must_use]
+    pub fn has_digest(&self, digest: &Sha) -> bool {
+        self.entries.iter().any(|(d, _)| ct_eq(d, digest))
+    }
+
     /// Whose key `presented` is. Hashes it once and compares with every entry in constant
     /// time, without stopping at the first match.
     #[must_use]

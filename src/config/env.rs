@@ -181,6 +181,7 @@ impl Config {
             "storage.retention_max_segments_per_pass" => {
                 storage.retention_max_segments_per_pass = parse(key, v)?;
             }
+            "rate_limits.enabled" => rates.enabled = parse(key, v)?,
             "rate_limits.requests_per_minute" => rates.requests_per_minute = parse(key, v)?,
             "rate_limits.requests_per_hour" => rates.requests_per_hour = parse(key, v)?,
             "rate_limits.burst" => rates.burst = parse(key, v)?,

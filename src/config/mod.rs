@@ -19,7 +19,10 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
-pub use auth::{ApiKeyConfig, AuthConfig, KeyIdentity, Keyring, NamespaceAccess, ADMIN_KEY_ID};
+pub use auth::{
+    key_id_ok, sha256, ApiKeyConfig, AuthConfig, KeyIdentity, Keyring, NamespaceAccess, Sha,
+    ADMIN_KEY_ID,
+};
 pub use cluster::{ClusterConfig, Member, Owner};
 pub use delivery::DeliveryConfig;
 pub use egress::EgressConfig;
@@ -283,10 +286,14 @@ impl CorsConfig {
 }
 
 /// `[rate_limits]`: the limits per API key and namespace for namespaces whose
-/// `accessControl.rateLimits` is not set.
+/// `accessControl.rateLimits` is not set — only when `enabled = true`; otherwise such
+/// namespaces have no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitsConfig {
+    /// Apply these limits to namespaces that set none. Default: false (no limit unless a
+    /// namespace sets `accessControl.rateLimits`).
+    pub enabled: bool,
     /// Requests per minute. Default: 6000. Range: ≥ 1.
     pub requests_per_minute: u32,
     /// Requests per hour. Default: 360000. Range: ≥ `requests_per_minute`.
@@ -298,6 +305,7 @@ pub struct RateLimitsConfig {
 impl Default for RateLimitsConfig {
     fn default() -> Self {
         Self {
+            enabled: false,
             requests_per_minute: 6000,
             requests_per_hour: 360_000,
             burst: 100,
@@ -577,6 +585,7 @@ impl CorsConfig {
 impl RateLimitsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let max = u64::from(u32::MAX);
+
         check_range(
             "rate_limits.requests_per_minute",
             self.requests_per_minute.into(),
@@ -592,6 +601,18 @@ impl RateLimitsConfig {
                 ),
             ));
         }
-        check_range("rate_limits.burst", self.burst.into(), 1, max)
+        check_range("rate_limits.burst", self.burst.into(), 1, max)?;
+        let d = Self::default();
+        if !self.enabled
+            && (self.requests_per_minute, self.requests_per_hour, self.burst)
+                != (d.requests_per_minute, d.requests_per_hour, d.burst)
+        {
+            return Err(invalid(
+                "rate_limits.enabled",
+                "limits are set but not enabled: add `enabled = true` for them to apply to \
+                 namespaces that set no accessControl.rateLimits",
+            ));
+        }
+        Ok(())
     }
 }

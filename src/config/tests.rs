@@ -99,7 +99,7 @@ fn example_uncommented_validates_and_matches_the_code() {
     assert_eq!(orders.target_configs[0].config["timeoutMs"], 5000);
     let access = orders.access_control.as_ref().unwrap();
     assert_eq!(access.allowed_api_keys, ["orders-writer"]);
-    assert_eq!(access.rate_limits.burst_limit, 50);
+    assert_eq!(access.rate_limits.as_ref().unwrap().burst_limit, 50);
     assert!(config.cluster.owns("orders"));
     assert!(matches!(
         config.cluster.owner("payments"),
@@ -368,6 +368,7 @@ fn environment_overrides() {
             ("WALD_STORAGE__RECOVERY_MODE", "absolute_consistency"),
             ("WALD_STORAGE__VERIFY_ON_OPEN", "false"),
             ("WALD_STORAGE__RETENTION_MAX_BYTES", "1000000"),
+            ("WALD_RATE_LIMITS__ENABLED", "true"),
             ("WALD_RATE_LIMITS__BURST", "7"),
             ("WALD_LOG", "debug"), // not configuration: ignored
             ("HOME", "/root"),     // not ours
@@ -388,6 +389,7 @@ fn environment_overrides() {
     );
     assert!(!config.storage.verify_on_open);
     assert_eq!(config.storage.retention_max_bytes, Some(1_000_000));
+    assert!(config.rate_limits.enabled);
     assert_eq!(config.rate_limits.burst, 7);
     // WALD_ADMIN_KEY replaces the file's hashed admin key.
     assert_eq!(

@@ -46,11 +46,7 @@ fn presented(parts: &Parts) -> Result<Option<&str>, ApiError> {
 
 /// Whose key `key` is; an unknown key counts against the client's address, and an address
 /// over `[auth] failed_auth_per_minute` is answered 429 before its key is looked at.
-fn verify_key<'a>(
-    parts: &Parts,
-    app: &'a App,
-    key: &str,
-) -> Result<&'a crate::config::KeyIdentity, ApiError> {
+fn verify_key(parts: &Parts, app: &App, key: &str) -> Result<crate::config::KeyIdentity, ApiError> {
     let addr = parts.extensions.get::<ClientAddr>().map(|c| c.0);
     let limit = app.config.auth.failed_auth_per_minute;
     let now = Instant::now();
@@ -77,7 +73,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
         match presented(parts)? {
-            Some(key) => verify_key(parts, app, key).map(|who| Self(Some(who.clone()))),
+            Some(key) => verify_key(parts, app, key).map(|who| Self(Some(who))),
             None if app.keys.requires_api_key() => Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 "an API key is required (X-API-Key or Authorization: Bearer)",
@@ -105,7 +101,7 @@ impl FromRequestParts<Arc<App>> for Admin {
             ));
         };
         match verify_key(parts, app, key)? {
-            who if who.admin => Ok(Self(who.clone())),
+            who if who.admin => Ok(Self(who)),
             _ => Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "this route needs the admin key",
@@ -174,14 +170,19 @@ pub fn take_budget(
     name: &str,
     n: u32,
 ) -> Result<(), ApiError> {
-    // The namespace's own limits, else the server's `[rate_limits]` defaults.
-    let limits = match &ns.spec.access_control {
-        Some(ac) => Limits {
-            per_minute: ac.rate_limits.requests_per_minute,
-            per_hour: ac.rate_limits.requests_per_hour,
-            burst: ac.rate_limits.burst_limit,
+    // The namespace's own limits, else the server's `[rate_limits]` when enabled, else none.
+    let limits = match ns
+        .spec
+        .access_control
+        .as_ref()
+        .and_then(|a| a.rate_limits.as_ref())
+    {
+        Some(rl) => Limits {
+            per_minute: rl.requests_per_minute,
+            per_hour: rl.requests_per_hour,
+            burst: rl.burst_limit,
         },
-        None => {
+        None if app.config.rate_limits.enabled => {
             let d = &app.config.rate_limits;
             Limits {
                 per_minute: d.requests_per_minute,
@@ -189,6 +190,7 @@ pub fn take_budget(
                 burst: d.burst,
             }
         }
+        None => return Ok(()),
     };
     let key = caller.0.as_ref().map_or("anonymous", |w| w.id.as_str());
     if n > limits.burst {

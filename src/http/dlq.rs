@@ -143,7 +143,9 @@ fn load_entries(
     Ok(None)
 }
 
-fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn json_body<T: for<'de> Deserialize<'de> + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -79,6 +79,7 @@ impl Modify for UniqueOperationIds {
         super::ns_metrics::namespace_metrics,
         super::namespaces::create, super::namespaces::list, super::namespaces::read, super::namespaces::replace, super::namespaces::remove,
         super::dlq::list, super::dlq::read, super::dlq::discard, super::dlq::replay_one, super::dlq::replay_all, super::dlq::replay_log, super::dlq::task,
+        super::keys::create, super::keys::list, super::keys::revoke,
         super::health::health, super::health::liveness, super::health::readiness, super::health::metrics,
     ),
     components(schemas(super::error::ErrorEnvelope, super::error::ErrorBody, super::error::ErrorMetadata, super::error::ErrorCode,
@@ -86,6 +87,7 @@ impl Modify for UniqueOperationIds {
     modifiers(&Security, &UniqueOperationIds),
     tags((name = "wal", description = "Writes and reads"), (name = "namespaces", description = "Namespace administration (admin key)"),
         (name = "health", description = "Health and metrics"),
+        (name = "keys", description = "API keys created and revoked at run time (admin key)"),
         (name = "dlq", description = "Dead-letter queue, replays and tasks (admin key)"))
 )]
 pub struct ApiDoc;

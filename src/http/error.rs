@@ -36,6 +36,8 @@ pub enum ErrorCode {
     MessageNotFound,
     /// 404: no such transaction.
     TransactionNotFound,
+    /// 404: no such API key.
+    ApiKeyNotFound,
     /// 307: another instance of the cluster owns the namespace; `Location` names it.
     NotOwner,
     /// 404: no such route.
@@ -86,6 +88,7 @@ impl ErrorCode {
             Self::NamespaceNotFound
             | Self::MessageNotFound
             | Self::TransactionNotFound
+            | Self::ApiKeyNotFound
             | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,

@@ -12,6 +12,7 @@ pub mod fast;
 pub mod headers;
 pub mod health;
 pub mod hosts;
+pub mod keys;
 pub mod namespaces;
 pub mod ns_metrics;
 pub mod ratelimit;
@@ -38,6 +39,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(ns_metrics::router())
         .merge(namespaces::router())
         .merge(dlq::router())
+        .merge(keys::router())
         .merge(health::router())
         .merge(docs::router())
         .fallback(error::not_found)

@@ -292,8 +292,11 @@ pub struct AccessControl {
     /// Ids of the API keys (as named in the service configuration, never the secrets) allowed
     /// to use this namespace, each 1 to 100 characters without spaces. Default: empty.
     pub allowed_api_keys: Vec<String>,
-    /// Request limits per key. Default: the `RateLimits` defaults.
-    pub rate_limits: RateLimits,
+    /// Request limits per key. Default: none — the server's `[rate_limits]` when it enables
+    /// them, else no limit. A `rateLimits` object gives each field its default when left
+    /// out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimits>,
 }
 
 /// A namespace: its log, durability, partitioning, delivery settings and access.
@@ -439,13 +442,12 @@ impl Namespace {
         self.topic_name.as_deref().unwrap_or(&self.name)
     }
 
-    /// The rate limits that apply (`accessControl.rateLimits`, else the defaults).
+    /// The namespace's own rate limits (`accessControl.rateLimits`), if it sets them.
     #[must_use]
-    pub fn rate_limits(&self) -> RateLimits {
+    pub fn rate_limits(&self) -> Option<RateLimits> {
         self.access_control
             .as_ref()
-            .map(|a| a.rate_limits.clone())
-            .unwrap_or_default()
+            .and_then(|a| a.rate_limits.clone())
     }
 
     /// `durability` (Kafka needs a Kafka mirror) and `transactionConfig`.
@@ -534,25 +536,26 @@ impl Namespace {
                     errs.chars(f, key, 1, 100);
                 }
             }
-            let rl = &ac.rate_limits;
-            errs.range(
-                "accessControl.rateLimits.requestsPerMinute",
-                rl.requests_per_minute,
-                1,
-                u32::MAX,
-            );
-            errs.range(
-                "accessControl.rateLimits.requestsPerHour",
-                rl.requests_per_hour,
-                1,
-                u32::MAX,
-            );
-            errs.range(
-                "accessControl.rateLimits.burstLimit",
-                rl.burst_limit,
-                1,
-                u32::MAX,
-            );
+            if let Some(rl) = &ac.rate_limits {
+                errs.range(
+                    "accessControl.rateLimits.requestsPerMinute",
+                    rl.requests_per_minute,
+                    1,
+                    u32::MAX,
+                );
+                errs.range(
+                    "accessControl.rateLimits.requestsPerHour",
+                    rl.requests_per_hour,
+                    1,
+                    u32::MAX,
+                );
+                errs.range(
+                    "accessControl.rateLimits.burstLimit",
+                    rl.burst_limit,
+                    1,
+                    u32::MAX,
+                );
+            }
         }
         errs.range(
             "maxMessageSize",

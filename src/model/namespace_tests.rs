@@ -57,8 +57,9 @@ fn defaults_are_filled_in() {
         (n.max_message_size, n.message_ttl_seconds),
         (1_048_576, 86_400)
     );
+    assert_eq!(n.rate_limits(), None, "no limit unless one is set");
     assert_eq!(
-        n.rate_limits(),
+        RateLimits::default(),
         RateLimits {
             requests_per_minute: 6000,
             requests_per_hour: 360_000,
@@ -101,7 +102,7 @@ fn partial_nested_objects_keep_their_other_defaults() {
     assert!(!n.dlq_config.alert_on_dlq && n.dlq_config.enabled);
     assert_eq!(n.shard_config.strategy, RoutingStrategy::RoundRobin);
     assert_eq!(
-        n.rate_limits(),
+        n.rate_limits().unwrap(),
         RateLimits {
             burst_limit: 10,
             ..RateLimits::default()

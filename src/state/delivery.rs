@@ -96,7 +96,7 @@ impl DeliveryBatch {
 }
 
 impl StateStore {
-    fn logged(sync: bool) -> WriteOptions {
+    pub(super) fn logged(sync: bool) -> WriteOptions {
         let mut o = WriteOptions::default();
         o.set_sync(sync);
         o

@@ -55,8 +55,10 @@
 
 pub mod codec;
 pub mod delivery;
+pub mod keys;
 pub mod mirror;
 pub mod progress;
+pub mod rewind;
 #[cfg(test)]
 mod tests;
 pub mod txn;

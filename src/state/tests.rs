@@ -817,3 +817,49 @@ fn store_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<StateStore>();
 }
+
+#[test]
+fn a_log_that_lost_its_tail_rewinds_consumer_delivery_parked_and_mirrors() {
+    use super::delivery::DeliveryBatch;
+    let dir = tempfile::tempdir().unwrap();
+    let s = StateStore::open(dir.path().join("state")).unwrap();
+    // Before the power loss: consumer committed 8, records 3 and 6 have delivery records,
+    // 4 and 7 are parked, the mirror confirmed up to 9 and refused 6; another partition too.
+    let mut b = DeliveryBatch::default();
+    b.commit("ns", 0, 8);
+    b.put_state("ns", 0, 3, b"r3".to_vec());
+    b.put_state("ns", 0, 6, b"r6".to_vec());
+    b.park("ns", 0, 1_000, 7);
+    b.park("ns", 0, 2_000, 4);
+    b.commit("ns", 1, 8);
+    b.put_state("ns", 1, 6, b"other".to_vec());
+    s.write_delivery(b, true).unwrap();
+    s.commit_mirror_offset("ns", 0, "kafka", 9, &[(6, b"{}".to_vec())])
+        .unwrap();
+    s.commit_mirror_offset("ns", 0, "redis", 4, &[]).unwrap();
+
+    // The log of partition 0 now ends at 5.
+    let r = s.rewind_delivery("ns", 0, 5).unwrap();
+    assert_eq!(r.consumer_was, Some(8));
+    assert_eq!(r.mirrors_were, vec![("kafka".to_owned(), 9)]);
+    assert_eq!(r.parked_forgotten, 1);
+    assert_eq!(s.committed_offset("ns", 0).unwrap(), 5);
+    assert_eq!(s.mirror_offset("ns", 0, "kafka").unwrap(), 5);
+    assert_eq!(s.mirror_offset("ns", 0, "redis").unwrap(), 4);
+    assert_eq!(
+        s.delivery_state("ns", 0, 3).unwrap().as_deref(),
+        Some(&b"r3"[..])
+    );
+    assert!(s.delivery_state("ns", 0, 6).unwrap().is_none());
+    assert_eq!(
+        s.due_before("ns", 0, u64::MAX, 10).unwrap(),
+        vec![(2_000, 4)]
+    );
+    assert!(!s.refused_any("ns", 0, 0, 100, "kafka").unwrap());
+    // Partition 1 is untouched.
+    assert_eq!(s.committed_offset("ns", 1).unwrap(), 8);
+    assert!(s.delivery_state("ns", 1, 6).unwrap().is_some());
+    // Nothing ahead: nothing changes.
+    let again = s.rewind_delivery("ns", 0, 5).unwrap();
+    assert!(!again.any());
+}

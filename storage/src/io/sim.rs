@@ -131,6 +131,26 @@ impl SimFs {
         }
     }
 
+    /// What a *process* crash leaves: the same files with the same live and durable images
+    /// (the kernel's page cache survives the process), locks released. An independent copy:
+    /// the crashed process's handles keep writing to the old one.
+    #[must_use]
+    pub fn process_crash(&self) -> Self {
+        let s = lock(&self.state);
+        let next = State {
+            inodes: s.inodes.clone(),
+            next_inode: s.next_inode,
+            live: s.live.clone(),
+            durable: s.durable.clone(),
+            dirs: s.dirs.clone(),
+            locks: BTreeSet::new(),
+            syncs: 0,
+        };
+        Self {
+            state: Arc::new(Mutex::new(next)),
+        }
+    }
+
     /// The live bytes of a file (for tests).
     #[must_use]
     pub fn read_live(&self, path: &Path) -> Option<Vec<u8>> {
