@@ -393,18 +393,20 @@ impl App {
     pub fn refresh_engine_metrics(&self) {
         let m = &self.metrics;
         for (ns, p, log) in self.engine.all() {
-            let labels = [ns.as_str(), &p.to_string()];
+            let part = p.to_string();
+            let labels = [ns.as_str(), &part];
             let c = log.counters();
-            let get = |a: &std::sync::atomic::AtomicU64| {
-                i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
-            };
-            m.records.with_label_values(&labels).set(get(&c.records));
-            m.bytes.with_label_values(&labels).set(get(&c.bytes));
-            m.batches.with_label_values(&labels).set(get(&c.batches));
-            m.fsyncs.with_label_values(&labels).set(get(&c.fsyncs));
-            m.fsync_seconds
-                .with_label_values(&labels)
-                .set(c.fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9);
+            m.copy_engine_counters(
+                &ns,
+                &part,
+                crate::metrics::EngineSeen {
+                    records: c.records.load(Ordering::Relaxed),
+                    bytes: c.bytes.load(Ordering::Relaxed),
+                    batches: c.batches.load(Ordering::Relaxed),
+                    fsyncs: c.fsyncs.load(Ordering::Relaxed),
+                    fsync_nanos: c.fsync_nanos.load(Ordering::Relaxed),
+                },
+            );
             let st = log.stats();
             m.segments
                 .with_label_values(&labels)

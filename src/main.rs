@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = wald::cli::Cli::parse();
-    wald::cli::init_tracing(cli.verbose);
+    let _logs = wald::cli::init_tracing(cli.verbose, cli.log_format);
     match wald::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -10,10 +10,28 @@ pub mod series;
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+
+/// A log's counters as last copied into the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineSeen {
+    /// Records appended.
+    pub records: u64,
+    /// Bytes appended.
+    pub bytes: u64,
+    /// Commit batches.
+    pub batches: u64,
+    /// fdatasync calls.
+    pub fsyncs: u64,
+    /// Nanoseconds in fdatasync.
+    pub fsync_nanos: u64,
+}
 
 /// The service's metrics.
 #[derive(Debug, Clone)]
@@ -34,15 +52,20 @@ pub struct Metrics {
     /// Expired idempotency keys purged.
     pub idempotency_purged: prometheus::IntCounter,
     /// Engine: records appended per namespace/partition (from the log's counters).
-    pub records: IntGaugeVec,
+    pub records: IntCounterVec,
     /// Engine: bytes appended.
-    pub bytes: IntGaugeVec,
+    pub bytes: IntCounterVec,
     /// Engine: group-commit batches.
-    pub batches: IntGaugeVec,
+    pub batches: IntCounterVec,
     /// Engine: fsyncs on the write path.
-    pub fsyncs: IntGaugeVec,
+    pub fsyncs: IntCounterVec,
     /// Engine: seconds spent in write-path fsyncs.
-    pub fsync_seconds: GaugeVec,
+    pub fsync_seconds: CounterVec,
+    /// The engine's counters as last copied, per (namespace, partition): counters only move
+    /// by what the log's own counters moved since (a log reopened starts again from 0).
+    engine_seen: Arc<Mutex<HashMap<(String, String), EngineSeen>>>,
+    /// `wald_build_info{version}` = 1.
+    pub build_info: IntGaugeVec,
     /// Engine: segments.
     pub segments: IntGaugeVec,
     /// Engine: 1 when the log refuses writes after a disk failure.
@@ -119,40 +142,42 @@ impl Metrics {
                 "idempotency_keys_purged_total",
                 "Expired idempotency keys deleted from the state store",
             ))?,
-            records: IntGaugeVec::new(
+            records: IntCounterVec::new(
+                opts("log_records_appended_total", "Records appended to the log"),
+                ns_part,
+            )?,
+            bytes: IntCounterVec::new(
                 opts(
-                    "log_records_appended",
-                    "Records appended since the log was opened",
+                    "log_appended_bytes_total",
+                    "Bytes of records appended to the log",
                 ),
                 ns_part,
             )?,
-            bytes: IntGaugeVec::new(
+            batches: IntCounterVec::new(
                 opts(
-                    "log_bytes_appended",
-                    "Bytes of records appended since the log was opened",
+                    "log_commit_batches_total",
+                    "Group-commit batches written to the log",
                 ),
                 ns_part,
             )?,
-            batches: IntGaugeVec::new(
+            fsyncs: IntCounterVec::new(
+                opts("log_fsyncs_total", "Write-path fdatasync calls"),
+                ns_part,
+            )?,
+            fsync_seconds: CounterVec::new(
                 opts(
-                    "log_commit_batches",
-                    "Group-commit batches written since the log was opened",
+                    "log_fsync_seconds_total",
+                    "Seconds spent in write-path fdatasync",
                 ),
                 ns_part,
             )?,
-            fsyncs: IntGaugeVec::new(
+            engine_seen: Arc::default(),
+            build_info: IntGaugeVec::new(
                 opts(
-                    "log_fsyncs",
-                    "Write-path fdatasync calls since the log was opened",
+                    "build_info",
+                    "1, labelled with the version of the running binary",
                 ),
-                ns_part,
-            )?,
-            fsync_seconds: GaugeVec::new(
-                opts(
-                    "log_fsync_seconds",
-                    "Seconds spent in write-path fdatasync since the log was opened",
-                ),
-                ns_part,
+                &["version"],
             )?,
             segments: IntGaugeVec::new(opts("log_segments", "Segments of the log"), ns_part)?,
             poisoned: IntGaugeVec::new(
@@ -213,10 +238,19 @@ impl Metrics {
             Box::new(m.disk_free.clone()),
             Box::new(m.batch_records.clone()),
             Box::new(m.fsync_latency.clone()),
+            Box::new(m.build_info.clone()),
         ];
         for c in collectors {
             m.registry.register(c)?;
         }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // CPU seconds, resident memory, open file descriptors and their limit, start time.
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(m)
     }
 
@@ -240,6 +274,36 @@ impl Metrics {
         c: Box<dyn prometheus::core::Collector>,
     ) -> Result<(), prometheus::Error> {
         self.registry.register(c)
+    }
+
+    /// Moves the engine counters of one log to its counters' current values `now`.
+    pub fn copy_engine_counters(&self, namespace: &str, partition: &str, now: EngineSeen) {
+        let mut seen = self
+            .engine_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let last = seen
+            .entry((namespace.to_owned(), partition.to_owned()))
+            .or_default();
+        // A counter below its last value belongs to a reopened log: it counts from 0 again.
+        let delta = |now: u64, last: u64| if now >= last { now - last } else { now };
+        let labels = [namespace, partition];
+        self.records
+            .with_label_values(&labels)
+            .inc_by(delta(now.records, last.records));
+        self.bytes
+            .with_label_values(&labels)
+            .inc_by(delta(now.bytes, last.bytes));
+        self.batches
+            .with_label_values(&labels)
+            .inc_by(delta(now.batches, last.batches));
+        self.fsyncs
+            .with_label_values(&labels)
+            .inc_by(delta(now.fsyncs, last.fsyncs));
+        self.fsync_seconds
+            .with_label_values(&labels)
+            .inc_by(delta(now.fsync_nanos, last.fsync_nanos) as f64 / 1e9);
+        *last = now;
     }
 
     fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {

@@ -292,7 +292,92 @@ fn readme_quickstart_runs_as_printed() {
         "the message read back by id: {stdout}"
     );
     assert!(stdout.contains("wald_http_requests_total{"), "{stdout}");
-    assert!(stdout.contains("wald_log_fsyncs{"), "{stdout}");
+    assert!(stdout.contains("wald_log_fsyncs_total{"), "{stdout}");
     assert!(stdout.contains("Swagger UI: HTTP 200"), "{stdout}");
     p.terminate();
+}
+
+#[test]
+fn json_logs_carry_one_access_line_per_request_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k".repeat(40);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wald"))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("WALD_ADMIN_KEY", &key)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(out).lines();
+    let addr = loop {
+        let l = lines.next().expect("a listening line").unwrap();
+        if let Some(r) = l.strip_prefix("wald listening on http://") {
+            break r
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<SocketAddr>()
+                .unwrap();
+        }
+    };
+    let ns = request(
+        addr,
+        "POST",
+        "/api/v1/namespaces",
+        &[("x-api-key", &key), ("content-type", "application/json")],
+        Some(br#"{"name":"orders"}"#),
+    );
+    assert_eq!(ns.status, 201);
+    let w = request(
+        addr,
+        "POST",
+        "/api/v1/wal/write",
+        &[
+            ("x-api-key", &key),
+            ("content-type", "application/json"),
+            ("x-request-id", "trace-me-1"),
+        ],
+        Some(br#"{"namespace":"orders","payload":{"a":1}}"#),
+    );
+    assert_eq!(w.status, 202);
+    assert_eq!(get(addr, "/api/v1/namespaces/nope", Some(&key)).status, 404);
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains(&key), "the key is never logged");
+    let access: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .filter(|v| v["target"] == "wald::access")
+        .collect();
+    assert_eq!(access.len(), 3, "one line per request: {stderr}");
+    let write = access
+        .iter()
+        .find(|v| v["fields"]["route"] == "/api/v1/wal/write")
+        .unwrap_or_else(|| panic!("{access:#?}"));
+    assert_eq!(write["level"], "INFO");
+    assert_eq!(write["fields"]["status"], 202);
+    assert_eq!(write["fields"]["method"], "POST");
+    assert!(write["fields"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(write["span"]["request_id"], "trace-me-1");
+    assert_eq!(write["span"]["key"], "admin");
+    let missing = access
+        .iter()
+        .find(|v| v["fields"]["status"] == 404)
+        .unwrap_or_else(|| panic!("{access:#?}"));
+    assert_eq!(missing["fields"]["route"], "/api/v1/namespaces/{namespace}");
 }

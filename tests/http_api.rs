@@ -501,15 +501,15 @@ fn health_metrics_and_docs() {
     for name in [
         "wald_http_requests_total",
         "wald_write_latency_seconds_bucket",
-        "wald_log_records_appended",
-        "wald_log_fsyncs",
+        "wald_log_records_appended_total",
+        "wald_log_fsyncs_total",
         "wald_log_segments",
         "wald_disk_free_bytes",
     ] {
         assert!(text.contains(name), "{name} in /metrics");
     }
     assert!(
-        text.contains(r#"wald_log_records_appended{namespace="m",partition="0"} 1"#),
+        text.contains(r#"wald_log_records_appended_total{namespace="m",partition="0"} 1"#),
         "{text}"
     );
     assert!(
@@ -524,6 +524,30 @@ fn health_metrics_and_docs() {
         text.contains(r#"wald_fsync_latency_seconds_count{namespace="m"} 1"#),
         "one fsync observed: {text}"
     );
+    // Conventions: counters end in `_total` and nothing else does; units in names; the
+    // build and the process are described.
+    assert!(
+        text.contains(&format!(
+            "wald_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(text.contains(&format!("\n{name} ")), "{name} in /metrics");
+    }
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').unwrap();
+        assert_eq!(
+            kind == "counter",
+            name.ends_with("_total"),
+            "{name} is a {kind}: counters, and only counters, end in _total"
+        );
+    }
     let ui = s.req("GET", "/api/docs/", &[], None);
     assert_eq!(ui.status, 200, "Swagger UI served");
     assert!(ui.text().contains("swagger"), "UI page");
@@ -558,6 +582,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/health/readiness", "get"),
     ("/metrics", "get"),
     ("/api/v1/wal/write/batch", "post"),
+    ("/api/v1/keys", "get"),
+    ("/api/v1/keys", "post"),
+    ("/api/v1/keys/{id}", "delete"),
 ];
 
 #[test]
@@ -592,7 +619,8 @@ fn openapi_document_validates_and_lists_every_route() {
             .replace("{message_id}", "m-none")
             .replace("{messageId}", "m-none")
             .replace("{taskId}", "t-none")
-            .replace("{namespace}", "ns-none");
+            .replace("{namespace}", "ns-none")
+            .replace("{id}", "key-none");
         let r = s.req(
             &method.to_uppercase(),
             &concrete,

@@ -353,8 +353,8 @@ async fn scrape(t: &Target, opts: &HttpOptions) -> Option<(u64, u64)> {
     }
     let text = String::from_utf8_lossy(&body);
     Some((
-        sum_metric(&text, "wald_log_records_appended", &opts.namespace)?,
-        sum_metric(&text, "wald_log_fsyncs", &opts.namespace)?,
+        sum_metric(&text, "wald_log_records_appended_total", &opts.namespace)?,
+        sum_metric(&text, "wald_log_fsyncs_total", &opts.namespace)?,
     ))
 }
 
@@ -981,12 +981,12 @@ mod tests {
 
     #[test]
     fn metrics_are_summed_per_namespace_and_durable_is_found() {
-        let text = "# HELP x\nwald_log_fsyncs{namespace=\"a\",partition=\"0\"} 3\n\
-                    wald_log_fsyncs{namespace=\"a\",partition=\"1\"} 4\n\
-                    wald_log_fsyncs{namespace=\"ab\",partition=\"0\"} 100\n\
+        let text = "# HELP x\nwald_log_fsyncs_total{namespace=\"a\",partition=\"0\"} 3\n\
+                    wald_log_fsyncs_total{namespace=\"a\",partition=\"1\"} 4\n\
+                    wald_log_fsyncs_total{namespace=\"ab\",partition=\"0\"} 100\n\
                     wald_log_fsyncs_other{namespace=\"a\",partition=\"0\"} 100\n";
-        assert_eq!(sum_metric(text, "wald_log_fsyncs", "a"), Some(7));
-        assert_eq!(sum_metric(text, "wald_log_fsyncs", "zz"), None);
+        assert_eq!(sum_metric(text, "wald_log_fsyncs_total", "a"), Some(7));
+        assert_eq!(sum_metric(text, "wald_log_fsyncs_total", "zz"), None);
         assert_eq!(
             durable_of(br#"{"durable":"true","messageId":"m"}"#),
             Some(&b"true"[..])

@@ -20,6 +20,10 @@ pub struct Cli {
     /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log line format on stderr: `text` for people, `json` (one object per line) for log
+    /// collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "WALD_LOG_FORMAT", global = true)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -40,8 +44,20 @@ pub enum Command {
     Replay(replay::ReplayArgs),
 }
 
-/// Sets up `tracing` output on stderr.
-pub fn init_tracing(verbose: u8) {
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, the request's span).
+    Json,
+}
+
+/// Sets up `tracing` output on stderr, written by a background thread through a bounded
+/// queue (lines are dropped, never waited for, when it is full: a slow log reader never
+/// slows a write). Keep the returned guard until the end of `main`: dropping it flushes.
+#[must_use]
+pub fn init_tracing(verbose: u8, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -49,10 +65,20 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+    guard
 }
 
 /// Runs a parsed command line; the exit code says whether it succeeded.

@@ -146,6 +146,7 @@ impl Config {
             "server.max_delay_secs" => server.max_delay_secs = parse(key, v)?,
             "server.health_details_public" => server.health_details_public = parse(key, v)?,
             "server.metrics_public" => server.metrics_public = parse(key, v)?,
+            "server.access_log" => server.access_log = parse(key, v)?,
             "server.header_read_timeout_ms" => server.header_read_timeout_ms = parse(key, v)?,
             "server.idle_timeout_ms" => server.idle_timeout_ms = parse(key, v)?,
             "server.max_connections" => server.max_connections = parse(key, v)?,

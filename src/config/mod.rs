@@ -149,6 +149,11 @@ pub struct ServerConfig {
     /// network); otherwise it needs the admin key and answers 401 without one.
     /// Default: false.
     pub metrics_public: bool,
+    /// One log line per request at info, target `wald::access`: method, route, status,
+    /// latency, request id and key id (never the key). Written by a background thread
+    /// through a bounded queue (lines are dropped, never waited for, when it is full).
+    /// Default: true.
+    pub access_log: bool,
     /// Longest a client may take to send a request's header section, counted from the
     /// moment the connection opens or goes idle after an answer (hyper's header-read
     /// timeout); the connection is then closed. Default: 10000. Range: 100 ..= 3600000.
@@ -193,6 +198,7 @@ impl Default for ServerConfig {
             max_delay_secs: 86_400,
             health_details_public: false,
             metrics_public: false,
+            access_log: true,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_connections: 10_000,

@@ -73,7 +73,10 @@ impl FromRequestParts<Arc<App>> for Caller {
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
         match presented(parts)? {
-            Some(key) => verify_key(parts, app, key).map(|who| Self(Some(who))),
+            Some(key) => verify_key(parts, app, key).map(|who| {
+                super::access::record_key(&who.id);
+                Self(Some(who))
+            }),
             None if app.keys.requires_api_key() => Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 "an API key is required (X-API-Key or Authorization: Bearer)",
@@ -101,7 +104,10 @@ impl FromRequestParts<Arc<App>> for Admin {
             ));
         };
         match verify_key(parts, app, key)? {
-            who if who.admin => Ok(Self(who)),
+            who if who.admin => {
+                super::access::record_key(&who.id);
+                Ok(Self(who))
+            }
             _ => Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "this route needs the admin key",

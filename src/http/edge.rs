@@ -26,8 +26,7 @@ pub async fn outer(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     req.extensions_mut().insert(RequestId(id.clone()));
     let uri = req.uri().clone();
     let method = req.method().clone();
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %method, path = %uri.path());
+    let span = super::access::span(&id, &method, uri.path());
     let resp = match super::hosts::allowed(&app, &req) {
         Ok(()) => next.run(req).instrument(span).await,
         Err(e) => e.into_response(),
@@ -50,6 +49,8 @@ pub async fn inner(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 }
 
 async fn counted(app: &App, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -68,6 +69,7 @@ async fn counted(app: &App, req: Request, next: Next) -> Response {
         .requests
         .with_label_values(&[ns.as_str(), route.as_str(), resp.status().as_str()])
         .inc();
+    super::access::log(app, &method, &route, resp.status(), started);
     resp
 }
 

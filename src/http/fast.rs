@@ -66,8 +66,7 @@ pub async fn serve(app: Arc<App>, route: Route, mut req: Request<Incoming>) -> R
     req.extensions_mut().insert(RequestId(id.clone()));
     let uri = req.uri().clone();
     let method = req.method().clone();
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %method, path = %uri.path());
+    let span = super::access::span(&id, &method, uri.path());
     let resp = match super::hosts::allowed_headers(&app, req.headers()) {
         Ok(()) => {
             let timeout = app.config.server.request_timeout() + std::time::Duration::from_secs(1);
@@ -89,6 +88,8 @@ pub async fn serve(app: Arc<App>, route: Route, mut req: Request<Incoming>) -> R
 }
 
 async fn counted(app: &Arc<App>, route: Route, req: Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
     let resp = match super::headers::check_headers(req.method(), req.uri(), req.headers()) {
         Ok(()) => handle(app, route, req).await,
         Err(e) => e.into_response(),
@@ -97,6 +98,7 @@ async fn counted(app: &Arc<App>, route: Route, req: Request<Incoming>) -> Respon
         .requests
         .with_label_values(&["-", route.path(), resp.status().as_str()])
         .inc();
+    super::access::log(app, &method, route.path(), resp.status(), started);
     resp
 }
 

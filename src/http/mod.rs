@@ -1,6 +1,7 @@
 //! The HTTP API: one router per resource, behind the common layers (request id, error
 //! envelope, timeout, body limit, CORS, metrics).
 
+pub mod access;
 pub mod auth;
 pub mod cluster;
 pub mod cors;
