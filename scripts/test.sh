@@ -7,6 +7,7 @@
 #   WALD_CRASH_CYCLES   SIGKILL cycles of the engine's process-crash test (default 50)
 #   FUZZ_SECONDS        seconds per fuzz target in the fuzz smoke run (default 15; 0 skips)
 #   WALD_OPENAPI_VALIDATOR  set here: openapi-spec-validator in $CARGO_TARGET_DIR/pyenv
+#   WALD_MOTO_SERVER, WALD_SCHEMATHESIS  set here: moto's server and schemathesis, same venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,6 +70,14 @@ if ! [ -x "$PYENV/bin/moto_server" ]; then
     "$PYENV/bin/python" -m pip install -q 'moto[server]>=5,<6'
 fi
 export WALD_MOTO_SERVER="$PYENV/bin/moto_server"
+
+# The API fuzzer (tests/http_api.rs) drives the served OpenAPI document with schemathesis
+# (PyPI), same venv.
+if ! "$PYENV/bin/schemathesis" --version 2>/dev/null | grep -q 'version 4\.'; then
+    step "installing schemathesis into $PYENV"
+    "$PYENV/bin/python" -m pip install -q 'schemathesis>=4.3,<5'
+fi
+export WALD_SCHEMATHESIS="$PYENV/bin/schemathesis"
 
 step "tests (release, workspace, all features)"
 cargo test --release --workspace --all-features --locked

@@ -70,6 +70,126 @@ impl Modify for UniqueOperationIds {
     }
 }
 
+/// Adds to every operation the answers any route may give besides its own — so that a
+/// client generated from the document, or a conformance checker, knows every status — and
+/// the headers every answer carries:
+///
+/// - every answer: `X-Request-ID`;
+/// - every operation: 431 (header section too large), 503 (shutting down, overloaded, too
+///   many connections; `Retry-After` where it applies), 504 (request timeout);
+/// - an operation with a body: 400, 413, 415;
+/// - an operation behind a key: 401, 403, 429 (failed-authentication throttle, rate limits;
+///   `Retry-After`);
+/// - an operation with path parameters: 404;
+/// - an operation on one namespace (a write, or a path naming `{namespace}`): 307 to the
+///   namespace's owner in a cluster (`Location`).
+///
+/// A status the handler documents itself keeps its own description.
+struct CommonResponses;
+
+fn string_header(description: &str) -> utoipa::openapi::header::Header {
+    let mut h = utoipa::openapi::header::Header::new(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .build(),
+    );
+    h.description = Some(description.to_owned());
+    h
+}
+
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    utoipa::openapi::ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            utoipa::openapi::content::Content::new(Some(utoipa::openapi::Ref::from_schema_name(
+                "ErrorEnvelope",
+            ))),
+        )
+        .build()
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::RefOr;
+        for (path, item) in &mut openapi.paths.paths {
+            let namespaced = path.contains("{namespace}") || path.starts_with("/api/v1/wal/write");
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let mut add: Vec<(&str, &str)> = vec![
+                    ("431", "A request header is too large"),
+                    (
+                        "503",
+                        "Shutting down, overloaded, or too many connections (Retry-After when retrying helps)",
+                    ),
+                    ("504", "The request took longer than the request timeout"),
+                ];
+                if op.request_body.is_some() {
+                    add.push(("400", "Invalid; details name every failing field"));
+                    add.push(("413", "The body is larger than the limit"));
+                    add.push(("415", "The body is not application/json"));
+                }
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add.push(("401", "No key, or an unknown one"));
+                    add.push(("403", "The key may not do this"));
+                    add.push((
+                        "429",
+                        "Rate limited, or too many failed authentications (Retry-After)",
+                    ));
+                }
+                let path_params = op
+                    .parameters
+                    .as_ref()
+                    .is_some_and(|ps| ps.iter().any(|p| p.parameter_in == ParameterIn::Path));
+                if path_params {
+                    add.push(("404", "Not found"));
+                }
+                if namespaced {
+                    add.push((
+                        "307",
+                        "Another instance of the cluster owns the namespace: Location names it",
+                    ));
+                }
+                for (status, description) in add {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::T(error_response(description)));
+                }
+                for (status, resp) in &mut op.responses.responses {
+                    let RefOr::T(resp) = resp else { continue };
+                    resp.headers.entry("X-Request-ID".to_owned()).or_insert_with(|| {
+                        string_header("The request's id: the client's usable X-Request-ID, else a generated one")
+                    });
+                    if status == "429" || status == "503" {
+                        resp.headers
+                            .entry("Retry-After".to_owned())
+                            .or_insert_with(|| {
+                                string_header(
+                                    "Seconds to wait before retrying (when retrying helps)",
+                                )
+                            });
+                    }
+                    if status == "307" {
+                        resp.headers
+                            .entry("Location".to_owned())
+                            .or_insert_with(|| {
+                                string_header("The same request at the namespace's owner")
+                            });
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
@@ -83,8 +203,12 @@ impl Modify for UniqueOperationIds {
         super::health::health, super::health::liveness, super::health::readiness, super::health::metrics,
     ),
     components(schemas(super::error::ErrorEnvelope, super::error::ErrorBody, super::error::ErrorMetadata, super::error::ErrorCode,
-        crate::model::validate::FieldError)),
-    modifiers(&Security, &UniqueOperationIds),
+        crate::model::validate::FieldError,
+        crate::model::target::HttpTargetConfig, crate::model::target::CacheTargetConfig,
+        crate::model::target::DatabaseTargetConfig, crate::model::target::FileTargetConfig,
+        crate::mirror::config::RedisSettings, crate::mirror::config::KafkaSettings,
+        crate::mirror::config::SqsSettings)),
+    modifiers(&Security, &UniqueOperationIds, &CommonResponses),
     tags((name = "wal", description = "Writes and reads"), (name = "namespaces", description = "Namespace administration (admin key)"),
         (name = "health", description = "Health and metrics"),
         (name = "keys", description = "API keys created and revoked at run time (admin key)"),

@@ -115,7 +115,7 @@ fn key_error(e: KeyError) -> ApiError {
 
 /// Creates an API key; the answer holds its secret, shown this once.
 #[utoipa::path(
-    post, path = "/api/v1/keys", tag = "keys", request_body = CreateKey,
+    post, path = "/api/v1/keys", tag = "keys", request_body(content = CreateKey, example = json!({"id": "billing-writer", "namespaces": ["orders"]})),
     responses(
         (status = 201, description = "Created; `key` is the secret, never shown again", body = CreatedKey),
         (status = 400, description = "Invalid id or namespaces", body = super::error::ErrorEnvelope),

@@ -124,7 +124,14 @@ fn served(ns: &Namespace) -> Result<serde_json::Value, ApiError> {
 
 /// Creates a namespace.
 #[utoipa::path(
-    post, path = "/api/v1/namespaces", tag = "namespaces", request_body = Namespace,
+    post, path = "/api/v1/namespaces", tag = "namespaces",
+    request_body(content = Namespace, example = json!({
+        "name": "orders", "durability": "sync",
+        "shardConfig": {"strategy": "hash", "partitionCount": 4},
+        "targetConfigs": [{"type": "webhook", "identifier": "billing",
+            "config": {"url": "https://billing.example/hooks/orders", "secret": "a-shared-secret"}}],
+        "retryPolicy": {"maxAttempts": 5, "backoffStrategy": "exponential"}
+    })),
     responses(
         (status = 201, description = "Created (secrets read `<set>`)", body = Namespace),
         (status = 400, description = "Invalid; details name every failing field", body = super::error::ErrorEnvelope),
@@ -201,7 +208,13 @@ pub async fn read(
 /// Replaces a namespace's settings (the partition count may grow, never shrink). A secret
 /// sent back as `"<set>"` (as a GET shows it) keeps its stored value.
 #[utoipa::path(
-    put, path = "/api/v1/namespaces/{namespace}", tag = "namespaces", request_body = Namespace,
+    put, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
+    request_body(content = Namespace, example = json!({
+        "name": "orders", "durability": "sync",
+        "shardConfig": {"strategy": "hash", "partitionCount": 4},
+        "targetConfigs": [{"type": "webhook", "identifier": "billing",
+            "config": {"url": "https://billing.example/hooks/orders", "secret": "<set>"}}]
+    })),
     params(("namespace" = String, Path, description = "The namespace")),
     responses((status = 200, description = "Replaced (secrets read `<set>`)", body = Namespace),
         (status = 400, description = "Invalid", body = super::error::ErrorEnvelope),

@@ -65,7 +65,12 @@ pub(crate) fn lookup_namespace(app: &App, name: &str) -> Result<Arc<NamespaceRun
 /// namespace's policy (`durable: "true"` only after the covering fsync).
 #[utoipa::path(
     post, path = "/api/v1/wal/write", tag = "wal",
-    request_body = WriteToLogDto,
+    request_body(content = WriteToLogDto, example = json!({
+        "namespace": "orders",
+        "payload": {"orderId": 1234, "total": 99.5},
+        "partitionKey": "customer-42",
+        "lifecycle": {"delay": 30, "delayUnit": "seconds"}
+    })),
     params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key (or the body's idempotencyKey)")),
     responses(
         (status = 202, description = "Accepted; durable per the namespace's policy", body = WriteToLogResponse),
@@ -115,7 +120,10 @@ pub struct BatchWriteDto {
 /// commits; the answer comes once all are durable under their namespaces' policies.
 #[utoipa::path(
     post, path = "/api/v1/wal/write/batch", tag = "wal",
-    request_body = BatchWriteDto,
+    request_body(content = BatchWriteDto, example = json!({"messages": [
+        {"namespace": "orders", "payload": {"orderId": 1234}, "partitionKey": "customer-42"},
+        {"namespace": "orders", "payload": {"orderId": 1235}, "partitionKey": "customer-7"}
+    ]})),
     responses(
         (status = 202, description = "Accepted; each result durable per its namespace's policy", body = BatchWriteResponse),
         (status = 400, description = "Invalid body or message; details name every failing `messages[i].field`", body = super::error::ErrorEnvelope),

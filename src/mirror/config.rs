@@ -34,7 +34,7 @@ pub enum AckMode {
 }
 
 /// Settings of a Redis Streams mirror.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://host:port[/db]`.
@@ -67,7 +67,7 @@ fn default_max_record_bytes() -> u64 {
 }
 
 /// Settings of a Kafka mirror.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaSettings {
     /// `host:port[,host:port...]`.
@@ -96,7 +96,7 @@ fn default_kafka_max_record_bytes() -> u64 {
 }
 
 /// Settings of an SQS mirror.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SqsSettings {
     /// The queue's URL.

@@ -74,7 +74,7 @@ pub struct MirrorEntry {
     pub backend: BackendType,
     /// The backend's settings (as the namespace's `backendConfig`). Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = backend_config_schema)]
     pub backend_config: Option<Map<String, Value>>,
 }
 
@@ -344,7 +344,7 @@ pub struct Namespace {
     pub transaction_config: TransactionConfig,
     /// Settings of the mirror backend (checked by the backend). Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = backend_config_schema)]
     pub backend_config: Option<Map<String, Value>>,
     /// Further mirrors besides `backend` (at most 8), each with its own name, backend and
     /// `backendConfig` (docs/MIRRORS.md). Default: none.
@@ -603,3 +603,23 @@ fn check_topic(field: &str, t: &str, errs: &mut Errors) {
 #[cfg(test)]
 #[path = "namespace_tests.rs"]
 mod tests;
+
+/// The schema of a mirror's `backendConfig`: the backend's typed settings, plus `ack`.
+fn backend_config_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    use utoipa::openapi::Ref;
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name("RedisSettings"))
+        .item(Ref::from_schema_name("KafkaSettings"))
+        .item(Ref::from_schema_name("SqsSettings"))
+        .item(ObjectBuilder::new().schema_type(Type::Object))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "The backend's settings: `RedisSettings` for `redis_streams`, `KafkaSettings` for \
+             `kafka`, `SqsSettings` for `sqs`; each may also hold `ack`: `\"fsync\"` (default: \
+             the write answers after the fsync) or `\"mirror\"` (after the mirror's \
+             confirmation too; docs/MIRRORS.md). Default: none.",
+        ))
+        .build()
+        .into()
+}

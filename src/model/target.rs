@@ -66,7 +66,7 @@ pub struct TargetConfig {
     /// Type-specific settings: `HttpTargetConfig` for `http_service` and `webhook`,
     /// `CacheTargetConfig` for `cache`, `DatabaseTargetConfig` for `database`,
     /// `FileTargetConfig` for `file_system`; any object for `grpc_service` and `queue`.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = target_config_schema)]
     pub config: Map<String, Value>,
     /// The region this target is in, for cross-region fan-out (1 to 100 characters).
     /// Default: none.
@@ -542,4 +542,23 @@ pub fn check_sql_table(table: &str) -> Result<(), String> {
             "must be a table name like `events` or `schema.events` ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes each), got `{table}`"
         ))
     }
+}
+
+/// The schema of a target's `config`: one of the typed settings, by the target's `type`.
+fn target_config_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    use utoipa::openapi::Ref;
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name("HttpTargetConfig"))
+        .item(Ref::from_schema_name("CacheTargetConfig"))
+        .item(Ref::from_schema_name("DatabaseTargetConfig"))
+        .item(Ref::from_schema_name("FileTargetConfig"))
+        .item(ObjectBuilder::new().schema_type(Type::Object))
+        .description(Some(
+            "Type-specific settings: `HttpTargetConfig` for `http_service` and `webhook`, \
+             `CacheTargetConfig` for `cache`, `DatabaseTargetConfig` for `database`, \
+             `FileTargetConfig` for `file_system`; any object for `grpc_service` and `queue`.",
+        ))
+        .build()
+        .into()
 }
