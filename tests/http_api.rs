@@ -724,6 +724,7 @@ fn a_fuzzer_driven_by_the_document_finds_nothing() {
     assert_eq!(s.write("orders", json!({"a": 1})).status, 401, "closed");
     let url = format!("http://{}/api/docs/openapi.json", s.addr);
     let out = std::process::Command::new(&st)
+        .current_dir(&dir)
         .args([
             "run",
             &url,
