@@ -162,6 +162,9 @@ pub struct App {
     /// Writes in flight per (namespace, idempotency key): concurrent requests with one key are
     /// serialised, so only the first appends and the others answer as its duplicates.
     pub in_flight_keys: std::sync::Mutex<KeyLocks>,
+    /// Serialises namespace creation, replacement and deletion: a create or a replace never
+    /// interleaves with a delete of the same name (which closes and removes its logs).
+    pub ns_admin: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -211,6 +214,7 @@ impl App {
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
             in_flight_keys: std::sync::Mutex::new(std::collections::HashMap::new()),
+            ns_admin: tokio::sync::Mutex::new(()),
             config,
         });
         // The registry first (created through the admin API), then the config's declarations,

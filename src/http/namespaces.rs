@@ -153,6 +153,7 @@ pub async fn create(
         .check_targets("targetConfigs", &ns.target_configs)
         .map_err(ApiError::validation)?;
     crate::mirror::check_built(&ns).map_err(ApiError::validation)?;
+    let _serial = app.ns_admin.lock().await;
     if app.namespace(&ns.name).is_some() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -162,7 +163,9 @@ pub async fn create(
     let now = rfc3339_ms(wald_storage::now_ms());
     ns.created_at = Some(now.clone());
     ns.updated_at = Some(now);
-    let ns = persist_and_install(app, ns).await?;
+    // A name deleted earlier in this process: its index may be written again.
+    app.state.undelete(&ns.name);
+    let ns = persist_and_install(Arc::clone(&app), ns).await?;
     Ok((StatusCode::CREATED, Json(served(&ns)?)))
 }
 
@@ -229,6 +232,7 @@ pub async fn replace(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = normalise_namespace_name(&name);
+    let _serial = app.ns_admin.lock().await;
     let current = app.namespace(&name).ok_or_else(|| not_found(&name))?;
     let stored = serde_json::to_value(&current.spec).map_err(ApiError::internal)?;
     let mut ns = parse(&headers, &body, Some(&stored))?;
@@ -255,7 +259,7 @@ pub async fn replace(
     }
     ns.created_at.clone_from(&current.spec.created_at);
     ns.updated_at = Some(rfc3339_ms(wald_storage::now_ms()));
-    let ns = persist_and_install(app, ns).await?;
+    let ns = persist_and_install(Arc::clone(&app), ns).await?;
     Ok(Json(served(&ns)?))
 }
 
@@ -274,6 +278,7 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = normalise_namespace_name(&name);
+    let _serial = app.ns_admin.lock().await;
     if app.namespace(&name).is_none() {
         return Err(not_found(&name));
     }
@@ -283,17 +288,33 @@ pub async fn remove(
             format!("Namespace '{name}' is declared in the config file; remove it there"),
         ));
     }
+    let app = Arc::clone(&app);
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
         if let Some(rt) = app.uninstall(&name) {
             // New requests no longer find it; let the ones in flight and its consumers
-            // (which notice within a loop turn) let go of its logs before they are deleted.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while Arc::strong_count(&rt) > 1 || rt.logs.iter().any(|l| Arc::strong_count(l) > 2) {
-                if std::time::Instant::now() >= deadline {
-                    tracing::warn!(namespace = %name, "namespace logs still in use after 10 s; deleting anyway");
-                    break;
+            // (which notice within a loop turn) let go of its logs.
+            let in_use = |rt: &Arc<crate::app::NamespaceRuntime>| {
+                Arc::strong_count(rt) > 1 || rt.logs.iter().any(|l| Arc::strong_count(l) > 2)
+            };
+            if !wait_until(std::time::Duration::from_secs(10), || !in_use(&rt)) {
+                tracing::warn!(namespace = %name, "namespace logs still in use after 10 s; closing them for writes");
+            }
+            // Before anything is deleted, the logs refuse appends: a write still holding the
+            // namespace is answered 503, never acknowledged into files about to be removed;
+            // what was queued is synced and its tickets complete.
+            for (p, log) in rt.logs.iter().enumerate() {
+                if let Err(e) = log.close_for_writes() {
+                    tracing::warn!(namespace = %name, partition = p, error = %e, "closing a deleted namespace's log");
                 }
-                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if let Some(dlq) = app.engine.open_dlqs().into_iter().find(|(n, _)| *n == name) {
+                if let Err(e) = dlq.1.close_for_writes() {
+                    tracing::warn!(namespace = %name, error = %e, "closing a deleted namespace's dead-letter log");
+                }
+            }
+            // Requests still holding it now finish at once (their appends fail or completed).
+            if !wait_until(std::time::Duration::from_secs(10), || Arc::strong_count(&rt) == 1) {
+                tracing::warn!(namespace = %name, "requests still hold the deleted namespace after its logs closed");
             }
         }
         app.metrics.series.remove(&name);
@@ -319,4 +340,16 @@ pub async fn remove(
     .await
     .map_err(ApiError::internal)??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Polls `done` every 20 ms until it holds (true) or `limit` passes (false).
+fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
 }

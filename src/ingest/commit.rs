@@ -404,6 +404,20 @@ fn write_failed(app: &App, ns: &NamespaceRuntime, e: wald_storage::Error) -> Api
     app.metrics
         .series
         .record_error(&ns.spec.name, wald_storage::now_ms());
+    let deleted = matches!(e, wald_storage::Error::Closed { .. })
+        && !app.shutting_down.load(Ordering::Relaxed)
+        && app.namespace(&ns.spec.name).is_none();
+    if deleted {
+        // Its logs were closed by a delete while this write was in flight: nothing of it
+        // was acknowledged.
+        return ApiError::new(
+            crate::http::error::ErrorCode::NamespaceNotFound,
+            format!(
+                "Namespace '{}' was deleted while the write was in flight; nothing was written",
+                ns.spec.name
+            ),
+        );
+    }
     ApiError::from(e)
 }
 

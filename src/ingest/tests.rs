@@ -181,3 +181,92 @@ async fn a_write_whose_client_went_away_still_deduplicates_its_retry() {
     assert!(gone.is_err(), "still waiting for the fsync when dropped");
     retry_is_a_duplicate(&app, &fs, None).await;
 }
+
+/// A namespace deleted while one of its writes waits for a stalled fsync: the delete waits
+/// (then closes the logs for writes, which waits for that fsync) before deleting anything,
+/// a create of the same name waits for the delete, and the stalled write's idempotency key
+/// does not survive into the new namespace. Before: the delete went ahead after 10 s, the
+/// stalled write was acknowledged into unlinked files and its late index entry made the new
+/// namespace answer a write with the same key as a duplicate of a message that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_during_a_stalled_write_neither_acknowledges_into_deleted_files_nor_keeps_its_key()
+{
+    use axum::extract::{Path, State};
+    let d = tempfile::tempdir().expect("tempdir");
+    let (app, fs) = stalling_app(d.path(), 60_000);
+    let body = json!({ "namespace": "orders", "payload": { "n": 1 } }).to_string();
+    let first = {
+        let (app, body) = (Arc::clone(&app), body.clone());
+        tokio::spawn(async move {
+            write_one(&app, &origin(), body.as_bytes(), Some(Ok("k".into()))).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!first.is_finished(), "the write waits for its fsync");
+    let admin = || {
+        crate::http::auth::Admin(crate::config::KeyIdentity {
+            id: "admin".into(),
+            admin: true,
+            namespaces: crate::config::NamespaceAccess::All,
+        })
+    };
+    let delete = {
+        let app = Arc::clone(&app);
+        let admin = admin();
+        tokio::spawn(async move {
+            crate::http::namespaces::remove(State(app), admin, Path("orders".into())).await
+        })
+    };
+    // Past the delete's 10 s wait for the write: it now closes the logs, behind the fsync.
+    tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
+    assert!(
+        !delete.is_finished(),
+        "the delete waits for the stalled write's fsync"
+    );
+    let create = {
+        let app = Arc::clone(&app);
+        let admin = admin();
+        tokio::spawn(async move {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            );
+            crate::http::namespaces::create(
+                State(app),
+                admin,
+                h,
+                axum::body::Bytes::from_static(br#"{"name":"orders"}"#),
+            )
+            .await
+            .map(|(status, _)| status)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !create.is_finished(),
+        "a create of the name waits for its delete"
+    );
+    fs.disarm();
+    let first = first
+        .await
+        .expect("task")
+        .expect("answered before the logs closed");
+    assert_eq!(first.durable, DurableStatus::True, "{first:?}");
+    let deleted = delete.await.expect("task").expect("deleted");
+    assert_eq!(deleted, axum::http::StatusCode::NO_CONTENT);
+    assert_eq!(
+        create.await.expect("task").expect("created"),
+        axum::http::StatusCode::CREATED
+    );
+    // The new namespace knows nothing of the old one's key.
+    let again = write_one(&app, &origin(), body.as_bytes(), Some(Ok("k".into())))
+        .await
+        .expect("written");
+    assert!(
+        !again.duplicate,
+        "a deleted namespace's key was kept: {again:?}"
+    );
+    assert_ne!(again.message_id, first.message_id);
+    assert_eq!(appended(&app), 1, "one record in the new namespace");
+}

@@ -100,6 +100,11 @@ struct Applied {
     /// The idempotency window last given to [`StateStore::apply`] per namespace (also
     /// stored in `meta`, for catch-up after a restart).
     windows: HashMap<String, u64>,
+    /// Namespaces being deleted or deleted in this process: a late apply (a write that
+    /// timed out, indexed when its append completed) writes nothing for them, so no entry or
+    /// idempotency key of the deleted namespace outlives its deletion. Cleared when a
+    /// namespace of that name is created again ([`StateStore::undelete`]).
+    deleted: std::collections::HashSet<String>,
 }
 
 /// Errors of the state store.
@@ -529,6 +534,9 @@ impl StateStore {
             });
         }
         let mut applied = lock(&self.applied);
+        if applied.deleted.contains(namespace) {
+            return Ok(0);
+        }
         self.remember_window(&mut applied, namespace, idempotency_window_ms)?;
         self.write_applied(
             &mut applied,
@@ -1161,6 +1169,8 @@ impl StateStore {
     /// An invalid namespace or a RocksDB error.
     pub fn delete_namespace_data(&self, namespace: &str) -> Result<u64, StateError> {
         check_namespace(namespace)?;
+        // From now on no apply writes for it (see `Applied::deleted`).
+        lock(&self.applied).deleted.insert(namespace.to_owned());
         let prefix = codec::ns_prefix(namespace);
         let end = codec::prefix_end(&prefix);
         let mut removed = 0;
@@ -1204,6 +1214,12 @@ impl StateStore {
         applied.partitions.remove(namespace);
         applied.windows.remove(namespace);
         Ok(removed)
+    }
+
+    /// Lets applies of `namespace` write again: it is being created anew, after
+    /// [`StateStore::delete_namespace_data`].
+    pub fn undelete(&self, namespace: &str) {
+        lock(&self.applied).deleted.remove(namespace);
     }
 
     // ----- reads --------------------------------------------------------------------

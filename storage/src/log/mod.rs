@@ -473,6 +473,17 @@ impl Log {
         self.shutdown()
     }
 
+    /// Refuses appends from now on (they fail with [`Error::Closed`]): what was queued is
+    /// written and synced first, every pending ticket completes. Reads keep working; the
+    /// directory stays locked until the last handle drops. For a log other handles still
+    /// share (a namespace being deleted while requests hold it).
+    ///
+    /// # Errors
+    /// The error of the final commit or sync.
+    pub fn close_for_writes(&self) -> Result<()> {
+        self.shutdown()
+    }
+
     fn shutdown(&self) -> Result<()> {
         {
             let mut q = lock(&self.shared.queue);
