@@ -129,7 +129,7 @@ fn served(ns: &Namespace) -> Result<serde_json::Value, ApiError> {
         "name": "orders", "durability": "sync",
         "shardConfig": {"strategy": "hash", "partitionCount": 4},
         "targetConfigs": [{"type": "webhook", "identifier": "billing",
-            "config": {"url": "https://billing.example/hooks/orders", "secret": "a-shared-secret"}}],
+            "config": {"url": "https://billing.example/hooks/orders", "timeoutMs": 5000}}],
         "retryPolicy": {"maxAttempts": 5, "backoffStrategy": "exponential"}
     })),
     responses(
@@ -216,7 +216,7 @@ pub async fn read(
         "name": "orders", "durability": "sync",
         "shardConfig": {"strategy": "hash", "partitionCount": 4},
         "targetConfigs": [{"type": "webhook", "identifier": "billing",
-            "config": {"url": "https://billing.example/hooks/orders", "secret": "<set>"}}]
+            "config": {"url": "https://billing.example/hooks/orders", "timeoutMs": 10000}}]
     })),
     params(("namespace" = String, Path, description = "The namespace")),
     responses((status = 200, description = "Replaced (secrets read `<set>`)", body = Namespace),
