@@ -1,8 +1,10 @@
 //! The command line: `wald serve`, `wald log ...`, `wald bench ...`.
 
 pub mod bench;
+pub mod config_cmd;
 pub mod first_run;
 pub mod log;
+pub mod remote;
 pub mod replay;
 pub mod serve;
 
@@ -15,7 +17,15 @@ pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 
 /// wald: a write-ahead-log service with its own durable, segmented log.
 #[derive(Debug, Parser)]
-#[command(name = "wald", version, about)]
+#[command(
+    name = "wald",
+    version,
+    about,
+    after_help = "Exit codes of the commands that talk to a server (ns, keys, write, msg, tail, dlq, \
+status): 0 ok; 1 other failure; 2 usage; 3 cannot connect or no answer in time; 4 unauthorized \
+or forbidden (401/403); 5 not found (404); 6 conflict (409); 7 input refused (400/413/415; \
+also an invalid `config check`); 8 rate limited or unavailable (429/503; `status`: not ready)."
+)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -42,6 +52,62 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Re-delivers a range of a namespace's log through a running server (admin key).
     Replay(replay::ReplayArgs),
+    /// Namespaces on a running server: list, get, create, update, delete.
+    Ns {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        cmd: remote::NsCommand,
+    },
+    /// API keys on a running server: list, create, revoke.
+    Keys {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        cmd: remote::KeysCommand,
+    },
+    /// Writes a message (or `--batch` JSON lines) to a running server.
+    Write {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::WriteArgs,
+    },
+    /// Messages on a running server: `msg get ID`.
+    Msg {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        cmd: remote::MsgCommand,
+    },
+    /// Reads a partition in order; `--follow` waits for new messages.
+    Tail {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::TailArgs,
+    },
+    /// The dead-letter queue on a running server: list, get, replay, discard.
+    #[command(name = "dlq")]
+    Dlq {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        cmd: remote::DlqCommand,
+    },
+    /// A running server's health and readiness (exit 8 when not ready).
+    Status {
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Shell completions: `wald completions bash > /etc/bash_completion.d/wald`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Configuration files: check one, or print the effective configuration.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
 }
 
 /// The format of log lines.
@@ -88,5 +154,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Log(cmd) => log::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Replay(args) => replay::run(args),
+        Command::Ns { remote, cmd } => remote::run(&remote, remote::RemoteCommand::Ns(cmd)),
+        Command::Keys { remote, cmd } => remote::run(&remote, remote::RemoteCommand::Keys(cmd)),
+        Command::Write { remote, args } => remote::run(&remote, remote::RemoteCommand::Write(args)),
+        Command::Msg { remote, cmd } => remote::run(&remote, remote::RemoteCommand::Msg(cmd)),
+        Command::Tail { remote, args } => remote::run(&remote, remote::RemoteCommand::Tail(args)),
+        Command::Dlq { remote, cmd } => remote::run(&remote, remote::RemoteCommand::Dlq(cmd)),
+        Command::Status { remote } => remote::run(&remote, remote::RemoteCommand::Status),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "wald", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(cmd) => config_cmd::run(cmd),
     }
 }

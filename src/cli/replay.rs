@@ -6,9 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 
 use super::CliError;
 
@@ -89,6 +86,7 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode, CliError> {
             .ok_or("the server's answer has no task id")?
             .to_owned();
         eprintln!("replay task {id} started");
+        let mut progress = super::remote::progress::Progress::new(0, "messages");
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let (status, t) =
@@ -96,11 +94,10 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode, CliError> {
             if status != 200 {
                 return Err(format!("reading task {id}: {status}: {t}").into());
             }
-            eprintln!(
-                "  {} / {} messages, {} delivered, {} failed",
-                t["done"], t["total"], t["succeeded"], t["failed"]
-            );
+            progress.set_total(t["total"].as_u64().unwrap_or(0));
+            progress.set(t["done"].as_u64().unwrap_or(0));
             if t["finished"].as_bool() == Some(true) {
+                progress.finish();
                 println!("{}", serde_json::to_string_pretty(&t)?);
                 let ok = t["failed"].as_u64() == Some(0) && t.get("error").is_none();
                 return Ok(if ok {
@@ -113,7 +110,8 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-/// One HTTP/1.1 request with the admin key; the answer's status and JSON body.
+/// One request with the admin key through the operator client (`http://` or `https://`);
+/// the answer's status and JSON body.
 async fn request(
     base: &str,
     method: &str,
@@ -121,29 +119,17 @@ async fn request(
     key: &str,
     body: Option<serde_json::Value>,
 ) -> Result<(u16, serde_json::Value), CliError> {
-    let authority = base
-        .strip_prefix("http://")
-        .ok_or("--url must start with http://")?
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let stream = tokio::net::TcpStream::connect(&authority)
+    let remote = super::remote::Remote {
+        url: base.to_owned(),
+        admin_key: Some(key.to_owned()),
+        key: None,
+        output: super::remote::Output::Table,
+        ca_file: None,
+        timeout: 30,
+    };
+    let client = super::remote::client::Client::new(&remote).map_err(|f| f.message)?;
+    client
+        .call(method, path, body.as_ref())
         .await
-        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", &authority)
-        .header("x-api-key", key)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
-    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    Ok((status, json))
+        .map_err(|f| f.message.into())
 }
