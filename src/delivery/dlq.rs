@@ -522,22 +522,6 @@ fn back_to_pending(app: &App, ns: &str, id: &str, error: &str) -> Result<(), Dlq
     put_index(app, ns, id, &ix)
 }
 
-/// The last error of each target that failed, as `identifier: error; ...`.
-fn failed_targets(record: &DeliveryRecord) -> String {
-    record
-        .targets
-        .iter()
-        .filter(|t| matches!(t.status, TargetStatus::DeadLettered | TargetStatus::Failed))
-        .filter_map(|t| {
-            t.attempts
-                .last()
-                .and_then(|a| a.error.as_ref())
-                .map(|e| format!("{}: {e}", t.identifier))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// The replay itself: true when every target got the message.
 async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<bool, DlqError> {
     let nsrt = app
@@ -606,7 +590,7 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
         let reason = format!(
             "replay {} failed: {}",
             entry.replays + 1,
-            failed_targets(&record)
+            record.failed_targets()
         );
         dead_letter_with(
             app,

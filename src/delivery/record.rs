@@ -173,6 +173,23 @@ pub struct DeliveryRecord {
 }
 
 impl DeliveryRecord {
+    /// The last error of every failed or dead-lettered target, `identifier: error`, joined
+    /// by `; ` (a dead-letter entry's reason).
+    #[must_use]
+    pub fn failed_targets(&self) -> String {
+        self.targets
+            .iter()
+            .filter(|t| matches!(t.status, TargetStatus::DeadLettered | TargetStatus::Failed))
+            .filter_map(|t| {
+                t.attempts
+                    .last()
+                    .and_then(|a| a.error.as_ref())
+                    .map(|e| format!("{}: {e}", t.identifier))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// The message's status from its targets' (once every target is final).
     #[must_use]
     pub fn outcome(&self) -> Option<MessageStatus> {

@@ -439,7 +439,7 @@ impl Consumer {
         if outcome == MessageStatus::DeadLettered {
             // The DLQ entry is durable before anything says the message is resolved.
             let app = Arc::clone(&self.app);
-            let reason = last_error(&slot.record);
+            let reason = slot.record.failed_targets();
             if let Err(e) = dlq::dead_letter(
                 &app,
                 &slot.msg,
@@ -554,18 +554,3 @@ fn panicked_attempt(
     (record, Err(err))
 }
 
-/// The last error of a target that failed for good, for the DLQ entry's reason.
-fn last_error(record: &DeliveryRecord) -> String {
-    record
-        .targets
-        .iter()
-        .filter(|t| matches!(t.status, TargetStatus::DeadLettered | TargetStatus::Failed))
-        .filter_map(|t| {
-            t.attempts
-                .last()
-                .and_then(|a| a.error.as_ref())
-                .map(|e| format!("{}: {e}", t.identifier))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
