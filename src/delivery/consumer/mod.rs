@@ -553,4 +553,3 @@ fn panicked_attempt(
     };
     (record, Err(err))
 }
-
