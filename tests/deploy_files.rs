@@ -180,7 +180,9 @@ fn every_flag_and_variable_is_the_binarys() {
             .filter(|w| !w.is_empty())
             .collect();
         assert!(
-            words.windows(2).any(|w| w == ["--data-dir", "/var/lib/wald"]),
+            words
+                .windows(2)
+                .any(|w| w == ["--data-dir", "/var/lib/wald"]),
             "{what}: {text}"
         );
     }
