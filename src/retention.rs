@@ -30,7 +30,7 @@ use crate::app::{App, NamespaceRuntime};
 use crate::state::StateError;
 
 /// Index entries forgotten per state-store call.
-const FORGET_CHUNK: usize = 10_000;
+const FORGET_CHUNK: usize = 2_000;
 /// Idempotency entries looked at per purge call, and calls per pass at most.
 const PURGE_CHUNK: usize = 10_000;
 const PURGE_CALLS: usize = 100;

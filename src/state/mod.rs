@@ -1060,7 +1060,10 @@ impl StateStore {
         let prefix = codec::partition_key(namespace, partition);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(codec::offset_key(namespace, partition, offset));
-        let _guard = lock(&self.applied);
+        // Scanned and looked up without the write lock (entries below the log's first
+        // offset are never applied again); only the batch is written under it, so the write
+        // path's index updates never wait for a chunk's lookups (they did: writes stalled up
+        // to 0.7 s while retention forgot a 64 MiB segment's entries).
         let mut batch = WriteBatch::default();
         let mut n = 0;
         for item in self
@@ -1084,6 +1087,7 @@ impl StateStore {
             }
         }
         if n > 0 {
+            let _guard = lock(&self.applied);
             self.db
                 .write_opt(batch, &self.derived)
                 .map_err(db_err("forgetting old entries"))?;

@@ -198,3 +198,65 @@ fn batch_and_none_records_are_synced_in_the_background() {
         "the background thread synced the None record"
     );
 }
+
+/// Retention gives a deleted segment's blocks back in steps (truncating it) only when no
+/// reader holds it: a reader in the middle of a deleted segment keeps reading it (a
+/// truncated mapping would kill the process with SIGBUS), and the segments are gone after.
+#[test]
+fn a_reader_inside_a_segment_retention_deletes_reads_it_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        // Larger than a shrink step (8 MiB) and than the reader's 256 KiB chunks.
+        segment_bytes: 16 << 20,
+        max_record_bytes: 64 << 10,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let payload = vec![b'x'; 60_000];
+    for _ in 0..1_100 {
+        log.append_one(Record::from_payload(payload.clone()), Durability::None)
+            .unwrap();
+    }
+    log.sync().unwrap();
+    assert!(log.stats().segments >= 4);
+    let mut reader = log.read_from(0).unwrap();
+    let first = reader.next().unwrap().unwrap();
+    assert_eq!(first.offset, 0);
+    // Delete everything up to the last segment while the reader is in the first one.
+    let report = log.delete_before(1_090).unwrap();
+    assert!(report.segments_deleted >= 3, "{report:?}");
+    // The reader finishes the segment it is in (its bytes intact, not truncated under it),
+    // then finds the next deleted one gone.
+    let mut n = 1;
+    let mut end = None;
+    for rec in reader.by_ref() {
+        match rec {
+            Ok(rec) => {
+                assert_eq!(rec.payload, payload);
+                assert_eq!(rec.offset, n);
+                n += 1;
+            }
+            Err(e) => {
+                end = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(n >= 250, "read the rest of the first segment: {n}");
+    assert!(
+        matches!(end, Some(wald_storage::Error::OffsetOutOfRange { .. })),
+        "{end:?}"
+    );
+    // Unreferenced segments were shrunk and unlinked: only the remaining ones are on disk.
+    let logs = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert_eq!(logs, log.stats().segments);
+}

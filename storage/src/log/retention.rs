@@ -39,6 +39,12 @@ fn delete_prefix(
     };
     let mut report = RetentionReport::default();
     for s in &removed {
+        // Nobody else holds it (it left the view, so nobody can take it again): its blocks
+        // are given back in steps before the unlink (see `shrink`). A reader still holding
+        // it may have it mapped, so then the file is only unlinked.
+        if Arc::strong_count(s) == 1 {
+            shrink(shared, &s.path);
+        }
         for path in [&s.path, &s.index_path] {
             match shared.fs.remove_file(path) {
                 Ok(()) => {}
@@ -86,4 +92,30 @@ pub(crate) fn apply(
 
 pub(crate) fn delete_before(shared: &Shared, offset: u64) -> Result<RetentionReport> {
     delete_prefix(shared, |s, _| s.next_offset <= offset)
+}
+
+/// Bytes given back per step when a deleted segment is shrunk.
+const SHRINK_STEP: u64 = 8 << 20;
+
+/// Truncates a doomed segment in [`SHRINK_STEP`]s, each step synced, before it is unlinked:
+/// on a file system mounted with `discard`, unlinking a 64 MiB segment discards it in one
+/// journal commit, and the write path's next metadata sync (a roll's truncate, a directory
+/// sync) waited for it — writes stalled up to 0.7 s while retention ran (docs/BENCHMARKS.md,
+/// "Retention against the write path"). Steps spread that over several small commits.
+/// Best effort: the segment is already out of the log, so a failure only means it is
+/// unlinked whole (logged; nothing the log holds depends on it).
+fn shrink(shared: &Shared, path: &std::path::Path) {
+    let step = || -> std::io::Result<()> {
+        let f = shared.fs.open(path, crate::io::OpenMode::ReadWrite)?;
+        let mut len = f.len()?;
+        while len > SHRINK_STEP {
+            len -= SHRINK_STEP;
+            f.set_len(len)?;
+            f.sync_all()?;
+        }
+        Ok(())
+    };
+    if let Err(e) = step() {
+        tracing::warn!(segment = %path.display(), error = %e, "shrinking a deleted segment failed; it is unlinked whole");
+    }
 }
