@@ -587,3 +587,33 @@ mod tests {
         assert_eq!(addrs, vec![SocketAddr::new(ip("127.0.0.1"), 8080)]);
     }
 }
+
+/// A TLS client configuration trusting the system's roots plus `extra`: ring's
+/// cryptography, TLS 1.2 and 1.3. Shared by delivery targets and the operator CLI. A
+/// certificate of `extra` that is not usable is left out and its error returned beside the
+/// configuration (the caller decides whether that is fatal).
+///
+/// # Errors
+/// The provider cannot give the protocol versions (not expected).
+pub fn client_tls_config(
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> Result<(rustls::ClientConfig, Vec<String>), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "loading the system's CA certificates");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(added, ignored, "system CA certificates");
+    let refused: Vec<String> = extra
+        .into_iter()
+        .filter_map(|cert| roots.add(cert).err().map(|e| e.to_string()))
+        .collect();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((config, refused))
+}

@@ -81,6 +81,9 @@ pub struct ApiKeys {
     config: Keyring,
     config_namespaces: HashMap<String, Vec<String>>,
     runtime: RwLock<Runtime>,
+    /// Serialises creations and revocations (check, store, publish), so the lock requests
+    /// read is never held across the state store's synced write.
+    changes: std::sync::Mutex<()>,
 }
 
 fn identity(id: &str, namespaces: &[String]) -> KeyIdentity {
@@ -130,6 +133,7 @@ impl ApiKeys {
                 .map(|k| (k.id.clone(), k.namespaces.clone()))
                 .collect(),
             runtime: RwLock::new(rt),
+            changes: std::sync::Mutex::new(()),
         })
     }
 
@@ -142,10 +146,10 @@ impl ApiKeys {
     /// Whose key `presented` is.
     #[must_use]
     pub fn verify(&self, presented: &str) -> Option<KeyIdentity> {
-        if let Some(who) = self.config.verify(presented) {
+        let digest = sha256(presented);
+        if let Some(who) = self.config.verify_digest(&digest) {
             return Some(who.clone());
         }
-        let digest = sha256(presented);
         self.runtime
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -195,12 +199,15 @@ impl ApiKeys {
         if self.config.entries().any(|who| who.id == id) {
             return Err(KeyError::Exists(id.to_owned()));
         }
-        let mut rt = self.runtime.write().unwrap_or_else(PoisonError::into_inner);
-        if rt.by_id.contains_key(id) {
-            return Err(KeyError::Exists(id.to_owned()));
-        }
-        if rt.by_id.len() >= MAX_RUNTIME_KEYS {
-            return Err(KeyError::Full);
+        let _one_change = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let rt = self.runtime.read().unwrap_or_else(PoisonError::into_inner);
+            if rt.by_id.contains_key(id) {
+                return Err(KeyError::Exists(id.to_owned()));
+            }
+            if rt.by_id.len() >= MAX_RUNTIME_KEYS {
+                return Err(KeyError::Full);
+            }
         }
         let secret = new_secret();
         let digest = sha256(&secret);
@@ -213,6 +220,7 @@ impl ApiKeys {
         let bytes = serde_json::to_vec(&stored).map_err(|e| invalid("id", e.to_string()))?;
         // Stored (synced) before it is usable or shown: a key that works survives a restart.
         state.put_api_key(id, &bytes)?;
+        let mut rt = self.runtime.write().unwrap_or_else(PoisonError::into_inner);
         rt.by_digest.insert(digest, identity(id, &names));
         rt.by_id.insert(id.to_owned(), (digest, stored));
         Ok((
@@ -234,16 +242,23 @@ impl ApiKeys {
         if self.config.entries().any(|who| who.id == id) {
             return Err(KeyError::ReadOnly(id.to_owned()));
         }
-        let mut rt = self.runtime.write().unwrap_or_else(PoisonError::into_inner);
-        let Some((digest, _)) = rt.by_id.get(id).cloned() else {
-            return Err(KeyError::NotFound(id.to_owned()));
-        };
-        // Refused in memory first: no request is served with it once this returns.
-        rt.by_digest.remove(&digest);
+        let _one_change = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let mut rt = self.runtime.write().unwrap_or_else(PoisonError::into_inner);
+            let Some((digest, _)) = rt.by_id.get(id).cloned() else {
+                return Err(KeyError::NotFound(id.to_owned()));
+            };
+            // Refused in memory first: no request is served with it once this returns.
+            rt.by_digest.remove(&digest);
+        }
         // Listed until the store forgot it, so that a failed revocation can be retried (a
         // restart before that would bring the key back).
         state.delete_api_key(id)?;
-        rt.by_id.remove(id);
+        self.runtime
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_id
+            .remove(id);
         Ok(())
     }
 

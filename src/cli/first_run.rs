@@ -8,7 +8,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use super::CliError;
 use crate::config::Config;
@@ -55,7 +54,7 @@ pub fn ensure_admin_key(config: &mut Config) -> Result<Option<Generated>, CliErr
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let key = format!("wald_admin_{}", hex::encode(bytes));
-    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    let digest = hex::encode(crate::config::sha256(&key));
     write_synced(&dir, &file, digest.as_bytes())?;
     config.auth.admin_key_sha256 = Some(digest);
     Ok(Some(Generated { key, file }))

@@ -387,10 +387,16 @@ impl Keyring {
     /// time, without stopping at the first match.
     #[must_use]
     pub fn verify(&self, presented: &str) -> Option<&KeyIdentity> {
-        let digest = sha256(presented);
+        self.verify_digest(&sha256(presented))
+    }
+
+    /// [`Keyring::verify`] for a key already hashed (callers that look it up elsewhere too
+    /// hash it once).
+    #[must_use]
+    pub fn verify_digest(&self, digest: &Sha) -> Option<&KeyIdentity> {
         let mut found = None;
         for (d, who) in &self.entries {
-            if ct_eq(d, &digest) && found.is_none() {
+            if ct_eq(d, digest) && found.is_none() {
                 found = Some(who);
             }
         }

@@ -143,22 +143,6 @@ fn load_entries(
     Ok(None)
 }
 
-pub(super) fn json_body<T: for<'de> Deserialize<'de> + Default>(
-    body: &[u8],
-) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        field(
-            if path == "." { "body" } else { &path },
-            e.inner().to_string(),
-        )
-    })
-}
-
 /// Query of the DLQ listing.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -333,7 +317,7 @@ pub async fn replay_one(
     body: Bytes,
 ) -> Result<(StatusCode, Json<DlqIndex>), ApiError> {
     let ns = namespace(&app, &ns)?;
-    let req: ReplayOne = json_body(&body)?;
+    let req: ReplayOne = super::error::json_body(&body)?;
     if let Some(p) = &req.payload {
         crate::model::write::check_payload(p).map_err(|m| field("payload", m))?;
     }
@@ -369,7 +353,7 @@ pub async fn replay_all(
     body: Bytes,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     let ns = namespace(&app, &ns)?;
-    let req: ReplayAll = json_body(&body)?;
+    let req: ReplayAll = super::error::json_body(&body)?;
     let since = match &req.since {
         None | Some(serde_json::Value::Null) => 0,
         Some(serde_json::Value::Number(n)) => {
@@ -410,7 +394,7 @@ pub async fn replay_log(
     body: Bytes,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     let name = namespace(&app, &ns)?;
-    let req: LogReplay = json_body(&body)?;
+    let req: LogReplay = super::error::json_body(&body)?;
     if req.from_offset.is_none() && req.from_time.is_none() {
         return Err(field("fromOffset", "give fromOffset or fromTime"));
     }

@@ -373,3 +373,24 @@ pub async fn method_not_allowed() -> ApiError {
         "method not allowed on this route",
     )
 }
+
+/// Parses a JSON body into `T` (an empty body: `T::default()`); a bad field is a 400
+/// naming its path.
+///
+/// # Errors
+/// The 400.
+pub fn json_body<T: for<'de> serde::Deserialize<'de> + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::validation(vec![FieldError {
+            field: if path == "." { "body".into() } else { path },
+            message: e.inner().to_string(),
+        }])
+    })
+}

@@ -131,7 +131,7 @@ pub async fn create(
     _admin: Admin,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    let req: CreateKey = super::dlq::json_body(&body)?;
+    let req: CreateKey = super::error::json_body(&body)?;
     let now = wald_storage::now_ms();
     let (secret, info) = tokio::task::spawn_blocking(move || {
         app.keys.create(&app.state, &req.id, &req.namespaces, now)

@@ -350,8 +350,8 @@ pub struct Namespace {
     /// `backendConfig` (docs/MIRRORS.md). Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorEntry>,
-    /// API keys allowed and rate limits. Default: none (no key is named here; the defaults
-    /// of `RateLimits` apply).
+    /// API keys allowed and rate limits. Default: none (no key is named here, and no rate
+    /// limit applies unless the server's `[rate_limits]` enables one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_control: Option<AccessControl>,
     /// Retention of the partition logs. Default: `[storage]`'s (by default, keep everything).

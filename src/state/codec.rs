@@ -18,6 +18,7 @@
 //! | `offsets` | `namespace \0 u32 partition · u64 offset` | [`OffsetEntry`] v1: `u8 1 · u8 flags (bit 0: has idempotency key) · u32 id_len · message id · idempotency key (rest)` |
 //! | `meta` | `format_version` | `u32` |
 //! | `meta` | `idem_window \0 namespace` | `u64` ms: the idempotency window last applied |
+//! | `meta` | `api_key \0 id` | a run-time API key: id, namespaces, SHA-256 (JSON; [`super::keys`]) |
 //!
 //! `offsets` is the reverse index (position → ids): it lets the store forget the entries of
 //! records the log no longer has (retention, or a log that lost unsynced records in a power

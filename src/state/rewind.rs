@@ -89,20 +89,29 @@ impl StateStore {
         refused.extend_from_slice(b"refused:");
         let mut refused_from = refused.clone();
         refused_from.extend_from_slice(&log_next.to_be_bytes());
-        b.delete_range_cf(consumers, refused_from, prefix_end(&refused));
+        let refused_to = prefix_end(&refused);
+        let mut stale = false;
+        if self.any_in(consumers, &refused_from, &refused_to)? {
+            b.delete_range_cf(consumers, refused_from, refused_to);
+            stale = true;
+        }
+        let delivery = self.cf(CF_DELIVERY)?;
+        let (records_from, records_to) = (offset_key(ns, partition, log_next), prefix_end(&pkey));
+        if self.any_in(delivery, &records_from, &records_to)? {
+            b.delete_range_cf(delivery, records_from, records_to);
+            stale = true;
+        }
 
-        b.delete_range_cf(
-            self.cf(CF_DELIVERY)?,
-            offset_key(ns, partition, log_next),
-            prefix_end(&pkey),
-        );
-
-        // Due keys: partition prefix, due (8 BE), offset (8 BE) — ordered by due, so scanned.
+        // Due keys: partition prefix, due (8 BE), offset (8 BE) — ordered by due, so only
+        // scanned when one can be stale: a message is parked after the consumer passed it,
+        // so a parked lost offset means the consumer's commit was past the log's end.
         let due = self.cf(CF_DUE)?;
         let due_end = prefix_end(&pkey);
+        let scan_due = out.consumer_was.is_some();
         for item in self
             .db
             .iterator_cf(due, IteratorMode::From(&pkey, Direction::Forward))
+            .take_while(|_| scan_due)
         {
             let (k, _) = item.map_err(db_err("scanning the due index"))?;
             if k.as_ref() >= due_end.as_slice() {
@@ -114,9 +123,31 @@ impl StateStore {
                 out.parked_forgotten += 1;
             }
         }
-        self.db
-            .write_opt(b, &Self::logged(true))
-            .map_err(db_err("rewinding delivery state"))?;
+        // Nothing ahead of the log (every start and reinstall but after a lost tail): no write.
+        if out.any() || stale {
+            self.db
+                .write_opt(b, &Self::logged(true))
+                .map_err(db_err("rewinding delivery state"))?;
+        }
         Ok(out)
+    }
+
+    /// Whether column family `cf` holds a key in `[from, to)` (one seek).
+    fn any_in(
+        &self,
+        cf: &rocksdb::ColumnFamily,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<bool, StateError> {
+        let mut it = self
+            .db
+            .iterator_cf(cf, IteratorMode::From(from, Direction::Forward));
+        match it.next() {
+            Some(item) => {
+                let (k, _) = item.map_err(db_err("seeking delivery state"))?;
+                Ok(k.as_ref() < to)
+            }
+            None => Ok(false),
+        }
     }
 }

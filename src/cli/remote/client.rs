@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -130,24 +129,20 @@ impl std::fmt::Debug for Client {
 
 /// The TLS roots: the system's, plus `--ca-file`.
 fn tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, Failure> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
-        let certs = crate::egress::read_ca_file(path)
-            .map_err(|e| Failure::new(exit::OTHER, format!("--ca-file: {e}")))?;
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| Failure::new(exit::OTHER, format!("--ca-file: {e}")))?;
-        }
+    let extra = match ca_file {
+        Some(path) => crate::egress::read_ca_file(path)
+            .map_err(|e| Failure::new(exit::OTHER, format!("--ca-file: {e}")))?,
+        None => Vec::new(),
+    };
+    let (config, refused) = crate::egress::client_tls_config(extra)
+        .map_err(|e| Failure::new(exit::OTHER, format!("--ca-file: {e}")))?;
+    match refused.first() {
+        Some(e) => Err(Failure::new(
+            exit::OTHER,
+            format!("--ca-file: a certificate is not usable: {e}"),
+        )),
+        None => Ok(config),
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Failure::new(exit::OTHER, format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 impl Client {

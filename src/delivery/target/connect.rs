@@ -119,33 +119,21 @@ pub type Connector = hyper_rustls::HttpsConnector<CheckedConnector>;
 /// # Errors
 /// The cryptography provider cannot give the protocol versions (not expected).
 pub fn tls_config(policy: &EgressPolicy) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        tracing::warn!(error = %e, "loading the system's CA certificates");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(added, ignored, "system CA certificates");
+    let mut extra = Vec::new();
     if let Some(path) = policy.ca_file() {
         // Checked when the configuration was validated; a file that went bad since only
         // costs its own certificates.
         match crate::egress::read_ca_file(path) {
-            Ok(certs) => {
-                for cert in certs {
-                    if let Err(e) = roots.add(cert) {
-                        tracing::error!(file = %path.display(), error = %e, "egress.ca_file: a certificate is not usable");
-                    }
-                }
-            }
+            Ok(certs) => extra = certs,
             Err(e) => tracing::error!(error = %e, "egress.ca_file: not loaded"),
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let (config, refused) = crate::egress::client_tls_config(extra)?;
+    for e in refused {
+        if let Some(path) = policy.ca_file() {
+            tracing::error!(file = %path.display(), error = %e, "egress.ca_file: a certificate is not usable");
+        }
+    }
     Ok(config)
 }
 
