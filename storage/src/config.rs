@@ -71,9 +71,15 @@ pub struct Retention {
 /// Configuration of one partition log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
-    /// Size at which the active segment is sealed and a new one started, in bytes.
-    /// Default: 64 MiB. Range: 64 KiB ..= 4 GiB − 1.
+    /// Largest segment: size at which the active segment is sealed and a new one started,
+    /// in bytes. Default: 64 MiB. Range: 64 KiB ..= 4 GiB − 1.
     pub segment_bytes: u64,
+    /// Size of a partition's first preallocated segment, in bytes (capped at
+    /// `segment_bytes`). Each later segment is twice the data of the one before it, between
+    /// this and `segment_bytes`, so an idle partition holds this much and a busy one reaches
+    /// full-size segments after a few rolls. Only with [`Preallocate::ZeroFill`] (files grow
+    /// with their data otherwise). Default: 1 MiB. Range: ≥ 64 KiB.
+    pub first_segment_bytes: u64,
     /// Age at which a non-empty active segment is sealed. Default: 24 h.
     pub segment_max_age: Duration,
     /// Largest encoded record accepted (header + key + headers + payload), in bytes.
@@ -105,6 +111,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             segment_bytes: 64 << 20,
+            first_segment_bytes: 1 << 20,
             segment_max_age: Duration::from_secs(24 * 3600),
             max_record_bytes: 4 << 20,
             index_interval_bytes: 4096,
@@ -123,6 +130,20 @@ impl Default for LogConfig {
 pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 
 impl LogConfig {
+    /// The preallocated size of the next segment, given the data bytes of the segment before
+    /// it (`None` for a partition's first) and the bytes the record that must fit needs.
+    #[must_use]
+    pub fn next_segment_bytes(&self, prev_data_bytes: Option<u64>, need: u64) -> u64 {
+        if self.preallocate == Preallocate::None {
+            return self.segment_bytes.max(need);
+        }
+        let first = self.first_segment_bytes.min(self.segment_bytes);
+        let planned = prev_data_bytes.map_or(first, |d| {
+            d.saturating_mul(2).clamp(first, self.segment_bytes)
+        });
+        planned.max(need)
+    }
+
     /// Checks every field; the error names the first bad key.
     ///
     /// # Errors
@@ -136,6 +157,15 @@ impl LogConfig {
                     "{} is outside {MIN_SEGMENT_BYTES}..={}",
                     self.segment_bytes,
                     u32::MAX
+                ),
+            );
+        }
+        if self.first_segment_bytes < MIN_SEGMENT_BYTES {
+            return bad(
+                "first_segment_bytes",
+                format!(
+                    "{} is below the smallest segment ({MIN_SEGMENT_BYTES})",
+                    self.first_segment_bytes
                 ),
             );
         }
@@ -202,6 +232,28 @@ mod tests {
     }
 
     #[test]
+    fn segments_start_small_and_double_up_to_the_largest() {
+        let cfg = LogConfig::default();
+        assert_eq!(cfg.next_segment_bytes(None, 0), 1 << 20);
+        assert_eq!(cfg.next_segment_bytes(Some(1 << 20), 0), 2 << 20);
+        assert_eq!(cfg.next_segment_bytes(Some(40 << 20), 0), 64 << 20);
+        // Rolled by age with little data: back to the smallest.
+        assert_eq!(cfg.next_segment_bytes(Some(3000), 0), 1 << 20);
+        // A record larger than the plan gets a segment it fits in.
+        assert_eq!(cfg.next_segment_bytes(None, 3 << 20), 3 << 20);
+        let small = LogConfig {
+            segment_bytes: 64 << 10,
+            ..LogConfig::default()
+        };
+        assert_eq!(small.next_segment_bytes(None, 0), 64 << 10);
+        let grow = LogConfig {
+            preallocate: Preallocate::None,
+            ..LogConfig::default()
+        };
+        assert_eq!(grow.next_segment_bytes(None, 0), 64 << 20);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases: Vec<(&str, LogConfig)> = vec![
             (
@@ -236,6 +288,13 @@ mod tests {
                 "max_pending_bytes",
                 LogConfig {
                     max_pending_bytes: 1,
+                    ..LogConfig::default()
+                },
+            ),
+            (
+                "first_segment_bytes",
+                LogConfig {
+                    first_segment_bytes: 4096,
                     ..LogConfig::default()
                 },
             ),

@@ -178,7 +178,8 @@ pub fn recover(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig, now_ms: u64) -> Result
     report.segments = bases.len();
     let mut sealed: Vec<Arc<Sealed>> = Vec::with_capacity(bases.len());
     let Some((&last_base, sealed_bases)) = bases.split_last() else {
-        let active = Active::create(fs, dir, cfg, 0, now_ms, None)?;
+        let first = cfg.next_segment_bytes(None, 0);
+        let active = Active::create(fs, dir, cfg, 0, now_ms, None, first)?;
         return Ok(Recovered {
             sealed,
             active,
@@ -233,23 +234,26 @@ pub fn recover(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig, now_ms: u64) -> Result
     if !index_ok {
         report.indexes_rebuilt.push(idx_path.clone());
     }
-    let short =
-        (bytes.len() as u64) < cfg.segment_bytes && cfg.preallocate == Preallocate::ZeroFill;
-    if short && sc.records > 0 {
-        // Sealed already (its file was truncated) but no successor exists: keep it sealed and
-        // start a new active segment after it.
-        let active = Active::reopen(fs, dir, cfg, file, header, &sc, index_ok)?;
+    // A preallocated segment whose data reaches the end of its file has no room left: it
+    // was sealed (its file truncated to its data) or filled, and no successor exists yet.
+    // Segments start small and grow, so the file's length, not `segment_bytes`, says so.
+    let file_len = bytes.len() as u64;
+    let full = cfg.preallocate == Preallocate::ZeroFill && sc.end as u64 == file_len;
+    if full && sc.records > 0 {
+        // Keep it sealed and start a new active segment after it.
+        let active = Active::reopen(fs, dir, cfg, file, header, &sc, index_ok, file_len)?;
         let s = active.seal(fs)?;
         let next = s.next_offset;
+        let capacity = cfg.next_segment_bytes(Some(s.len), 0);
         sealed.push(Arc::new(s));
-        let active = Active::create(fs, dir, cfg, next, now_ms, None)?;
+        let active = Active::create(fs, dir, cfg, next, now_ms, None, capacity)?;
         return Ok(Recovered {
             sealed,
             active,
             report,
         });
     }
-    let active = Active::reopen(fs, dir, cfg, file, header, &sc, index_ok)?;
+    let active = Active::reopen(fs, dir, cfg, file, header, &sc, index_ok, file_len)?;
     Ok(Recovered {
         sealed,
         active,

@@ -288,3 +288,190 @@ fn records_recovered_after_a_process_crash_are_durable_before_they_are_read() {
         );
     }
 }
+
+/// Appends `n` records of `size` bytes from `threads` writers; returns every acknowledged
+/// (offset, payload) and every error.
+fn load(
+    log: &Log,
+    threads: u64,
+    n: u64,
+    size: usize,
+    tag: u64,
+) -> (Vec<(u64, Vec<u8>)>, Vec<Error>) {
+    let acked = Mutex::new(Vec::new());
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (acked, errors) = (&acked, &errors);
+            s.spawn(move || {
+                for i in 0..n {
+                    let mut p = format!("{tag}-{t}-{i}-").into_bytes();
+                    p.resize(size, b'a' + (i % 26) as u8);
+                    let batch: Vec<Record> = (0..=(i % 3))
+                        .map(|k| {
+                            let mut q = p.clone();
+                            q.push(b'0' + k as u8);
+                            Record::from_payload(q)
+                        })
+                        .collect();
+                    match log.append(&batch, Durability::Sync).and_then(|t| t.wait()) {
+                        Ok(a) => {
+                            let mut v = acked.lock().unwrap();
+                            for (k, r) in batch.into_iter().enumerate() {
+                                v.push((a.first_offset + k as u64, r.payload.to_vec()));
+                            }
+                        }
+                        Err(e) => errors.lock().unwrap().push(e),
+                    }
+                }
+            });
+        }
+    });
+    let mut acked = acked.into_inner().unwrap();
+    acked.sort();
+    (acked, errors.into_inner().unwrap())
+}
+
+/// A disk that fills up (modelled by `FaultFs`: writes that grow a file take space, what does
+/// not fit fails with ENOSPC after writing what fits) refuses writes cleanly — never poisons,
+/// never acknowledges a record it did not write, never leaves a gap or reuses an offset —
+/// and takes writes again as soon as space returns, without a reopen. Preallocated segments
+/// (a full disk refuses the next segment) and growing files (a full disk refuses the write
+/// itself, half done) alike; several writers and batches.
+#[test]
+fn a_full_disk_refuses_writes_and_they_resume_when_space_returns() {
+    for preallocate in [Preallocate::ZeroFill, Preallocate::None] {
+        for free in [0u64, 3_000, 70_000, 150_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let fault = FaultFs::new(Arc::new(StdFs));
+            let cfg = LogConfig {
+                preallocate,
+                ..cfg()
+            };
+            let log = Log::open_with(Arc::new(fault.clone()), dir.path(), cfg.clone()).unwrap();
+            let (mut acked, errors) = load(&log, 2, 30, 700, 0);
+            assert!(errors.is_empty(), "{errors:?}");
+            fault.set_free_space(Some(free));
+            let (full, errors) = load(&log, 4, 150, 900, 1);
+            assert!(
+                !errors.is_empty(),
+                "{preallocate:?} {free}: the disk filled up"
+            );
+            for e in &errors {
+                assert!(e.is_disk_full(), "{preallocate:?} {free}: {e}");
+                assert!(!matches!(e, Error::Poisoned { .. }), "{e}");
+            }
+            assert!(log.poisoned().is_none(), "a full disk does not poison");
+            assert!(
+                log.counters()
+                    .disk_full
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+            );
+            acked.extend(full);
+            // Still full: still refused, still not poisoned.
+            assert!(log
+                .append_one(Record::from_payload(vec![b'z'; 4000]), Durability::Sync)
+                .unwrap_err()
+                .is_disk_full());
+            // Space returns: writes go through again, no reopen.
+            fault.set_free_space(None);
+            let (after, errors) = load(&log, 2, 40, 800, 2);
+            assert!(errors.is_empty(), "{errors:?}");
+            acked.extend(after);
+            acked.sort();
+            let expected: Vec<u64> = (0..acked.len() as u64).collect();
+            assert_eq!(
+                acked.iter().map(|a| a.0).collect::<Vec<_>>(),
+                expected,
+                "{preallocate:?} {free}: offsets contiguous, none acknowledged twice"
+            );
+            assert_eq!(
+                all(&log),
+                acked,
+                "{preallocate:?} {free}: read back as acknowledged"
+            );
+            drop(log);
+            let log = Log::open(dir.path(), cfg).unwrap();
+            assert_eq!(
+                all(&log),
+                acked,
+                "{preallocate:?} {free}: and after a reopen"
+            );
+        }
+    }
+}
+
+/// A full disk at a roll refused by the background thread (the age roll) leaves the log
+/// writable, and the first record of a partition larger than its small first segment grows
+/// that segment in place.
+#[test]
+fn segments_start_small_and_grow_with_the_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        first_segment_bytes: 64 << 10,
+        max_record_bytes: 200 << 10,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    let seg_len = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().len();
+    let first = "00000000000000000000.log";
+    assert_eq!(
+        seg_len(first),
+        64 << 10,
+        "an idle partition holds its small first segment"
+    );
+    let spares = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".spare")
+            })
+            .count()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(spares(dir.path()), 0, "and no spare");
+    // A first record larger than the first segment: the segment grows in place.
+    log.append_one(Record::from_payload(vec![7u8; 150 << 10]), Durability::Sync)
+        .unwrap();
+    assert!(seg_len(first) >= 150 << 10);
+    // Traffic: segments double up to segment_bytes.
+    for i in 0..400u32 {
+        log.append_one(
+            Record::from_payload(vec![(i % 251) as u8; 8 << 10]),
+            Durability::Sync,
+        )
+        .unwrap();
+    }
+    let mut sizes: Vec<(String, u64)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    sizes.sort();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(
+        sizes.iter().any(|s| s.1 == 1 << 20),
+        "full-size segments reached: {sizes:?}"
+    );
+    drop(log);
+    // Reopened: the newest (preallocated, partly filled) segment keeps its own size.
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.stats().next_offset, 401);
+    let n = log
+        .append_one(Record::from_payload(vec![1u8; 8 << 10]), Durability::Sync)
+        .unwrap();
+    assert_eq!(n.first_offset, 401);
+    assert_eq!(all(&log).len(), 402);
+}

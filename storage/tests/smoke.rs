@@ -208,6 +208,7 @@ fn a_reader_inside_a_segment_retention_deletes_reads_it_to_the_end() {
     let cfg = LogConfig {
         // Larger than a shrink step (8 MiB) and than the reader's 256 KiB chunks.
         segment_bytes: 16 << 20,
+        first_segment_bytes: 16 << 20,
         max_record_bytes: 64 << 10,
         ..LogConfig::default()
     };

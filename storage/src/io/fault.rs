@@ -1,4 +1,7 @@
-//! A fault-injecting file system: fails the Nth operation of a kind.
+//! A fault-injecting file system: fails the Nth operation of a kind, or models a disk
+//! that fills up (writes that grow a file consume free space; a write that needs more than
+//! is left writes what fits and fails with ENOSPC, as a real full disk does; truncating and
+//! removing files give the space back).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -67,6 +70,8 @@ struct State {
     injected: u64,
     /// Plans armed so far (a stalled operation ends when its plan is replaced).
     armed: u64,
+    /// Bytes files may still grow by (`None`: unlimited).
+    free: Option<u64>,
 }
 
 /// Wraps a [`Vfs`] and injects failures according to the armed [`FaultPlan`].
@@ -103,6 +108,26 @@ impl FaultFs {
     pub fn disarm(&self) {
         lock(&self.state).plan = None;
         self.state.resumed.notify_all();
+    }
+
+    /// Models a disk with `free` bytes left (`None`: no limit): from now on a write past a
+    /// file's end consumes space, and what does not fit fails with ENOSPC after writing what
+    /// fits; `set_len` down and `remove_file` give space back.
+    pub fn set_free_space(&self, free: Option<u64>) {
+        lock(&self.state).free = free;
+    }
+
+    /// The modelled free space, if a limit is set.
+    #[must_use]
+    pub fn free_space(&self) -> Option<u64> {
+        lock(&self.state).free
+    }
+
+    /// Gives `bytes` back to the modelled free space (a no-op without a limit).
+    fn release(&self, bytes: u64) {
+        if let Some(f) = lock(&self.state).free.as_mut() {
+            *f = f.saturating_add(bytes);
+        }
     }
 
     /// How many failures were injected so far.
@@ -161,7 +186,7 @@ impl Vfs for FaultFs {
         let inner = self.inner.open(path, mode)?;
         Ok(Arc::new(FaultFile {
             inner,
-            state: Arc::clone(&self.state),
+            fs: self.clone(),
             path: path.to_path_buf(),
         }))
     }
@@ -171,7 +196,14 @@ impl Vfs for FaultFs {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
+        let len = self
+            .inner
+            .open(path, OpenMode::Read)
+            .and_then(|f| f.len())
+            .unwrap_or(0);
+        self.inner.remove_file(path)?;
+        self.release(len);
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -204,8 +236,29 @@ impl Vfs for FaultFs {
 #[derive(Debug)]
 struct FaultFile {
     inner: Arc<dyn VFile>,
-    state: Arc<Gate>,
+    fs: FaultFs,
     path: PathBuf,
+}
+
+impl FaultFile {
+    /// Under a free-space limit: how many of `len` bytes at `offset` fit (all when no limit),
+    /// the space they take consumed.
+    fn reserve(&self, offset: u64, len: usize) -> io::Result<usize> {
+        let mut s = lock(&self.fs.state);
+        let Some(free) = s.free else {
+            return Ok(len);
+        };
+        let cur = self.inner.len()?;
+        let need = (offset + len as u64).saturating_sub(cur);
+        if need <= free {
+            s.free = Some(free - need);
+            return Ok(len);
+        }
+        // The file can grow to `cur + free`: what lies below that is written.
+        s.free = Some(0);
+        let limit = (cur + free).saturating_sub(offset);
+        Ok(usize::try_from(limit.min(len as u64)).unwrap_or(len))
+    }
 }
 
 impl VFile for FaultFile {
@@ -214,8 +267,17 @@ impl VFile for FaultFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        match FaultFs::check(&self.state, FaultOp::Write) {
-            None => self.inner.write_all_at(buf, offset),
+        match FaultFs::check(&self.fs.state, FaultOp::Write) {
+            None => {
+                let fits = self.reserve(offset, buf.len())?;
+                if fits < buf.len() {
+                    if fits > 0 {
+                        self.inner.write_all_at(&buf[..fits], offset)?;
+                    }
+                    return Err(error_for(FaultKind::Enospc));
+                }
+                self.inner.write_all_at(buf, offset)
+            }
             Some(FaultKind::ShortWrite) => {
                 let half = buf.len() / 2;
                 self.inner.write_all_at(&buf[..half], offset)?;
@@ -226,14 +288,14 @@ impl VFile for FaultFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        if let Some(kind) = FaultFs::check(&self.state, FaultOp::Sync) {
+        if let Some(kind) = FaultFs::check(&self.fs.state, FaultOp::Sync) {
             return Err(error_for(kind));
         }
         self.inner.sync_data()
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        if let Some(kind) = FaultFs::check(&self.state, FaultOp::Sync) {
+        if let Some(kind) = FaultFs::check(&self.fs.state, FaultOp::Sync) {
             return Err(error_for(kind));
         }
         self.inner.sync_all()
@@ -244,10 +306,14 @@ impl VFile for FaultFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        if let Some(kind) = FaultFs::check(&self.state, FaultOp::SetLen) {
+        if let Some(kind) = FaultFs::check(&self.fs.state, FaultOp::SetLen) {
             return Err(error_for(kind));
         }
-        self.inner.set_len(len)
+        let cur = self.inner.len()?;
+        self.inner.set_len(len)?;
+        // Growing with set_len makes a sparse file (no space taken); shrinking frees space.
+        self.fs.release(cur.saturating_sub(len));
+        Ok(())
     }
 
     fn map(&self) -> io::Result<Option<Mapped>> {
@@ -310,6 +376,26 @@ mod tests {
             "syncs are not counted by a Write plan"
         );
         assert_eq!(fs.injected(), 1);
+    }
+
+    #[test]
+    fn a_full_disk_writes_what_fits_and_gives_space_back() {
+        let fs = FaultFs::new(Arc::new(SimFs::new()));
+        let f = fs.open(Path::new("/a"), OpenMode::CreateNew).expect("open");
+        f.write_all_at(&[1; 100], 0).expect("no limit yet");
+        fs.set_free_space(Some(50));
+        f.write_all_at(&[2; 100], 0)
+            .expect("overwrites take no space");
+        f.write_all_at(&[3; 30], 100).expect("30 of 50");
+        assert_eq!(fs.free_space(), Some(20));
+        let err = f.write_all_at(&[4; 40], 130).expect_err("only 20 left");
+        assert_eq!(err.raw_os_error(), Some(28));
+        assert_eq!(f.len().expect("len"), 150, "what fits was written");
+        assert_eq!(fs.free_space(), Some(0));
+        f.set_len(120).expect("shrink");
+        assert_eq!(fs.free_space(), Some(30));
+        fs.remove_file(Path::new("/a")).expect("remove");
+        assert_eq!(fs.free_space(), Some(150));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::space::CommitError;
 use super::{lock, now_ms, Shared};
-use crate::config::Preallocate;
 use crate::error::{Error, IoOp, Result};
 use crate::segment::prepare_spare;
 
@@ -62,8 +62,9 @@ impl BgSignal {
 }
 
 pub(crate) fn spawn(shared: Arc<Shared>) -> Result<JoinHandle<()>> {
-    if shared.config.preallocate == Preallocate::ZeroFill {
-        shared.bg.want_spare();
+    {
+        let mut w = lock(&shared.writer);
+        shared.want_spare_if_due(&mut w, false);
     }
     let dir = shared.dir.clone();
     thread::Builder::new()
@@ -99,6 +100,7 @@ fn run(shared: &Shared) {
             Ok(w) => (
                 w.sync_deadline.is_some_and(|d| d <= Instant::now()),
                 !w.active.is_empty()
+                    && w.roll_retry_at.is_none_or(|t| t <= Instant::now())
                     && now_ms().saturating_sub(w.active.created_ms)
                         >= u64::try_from(shared.config.segment_max_age.as_millis())
                             .unwrap_or(u64::MAX),
@@ -126,14 +128,19 @@ fn next_timeout(shared: &Shared) -> Duration {
 }
 
 fn make_spare(shared: &Shared) {
-    if lock(&shared.writer).spare.is_some() {
-        return;
-    }
-    match prepare_spare(shared.fs.as_ref(), &shared.dir, &shared.config) {
-        Ok(path) => lock(&shared.writer).spare = Some(path),
+    let bytes = {
+        let w = lock(&shared.writer);
+        if w.spare.is_some() {
+            return;
+        }
+        // Sized for a roll by size: twice the active segment, up to `segment_bytes`.
+        shared.config.next_segment_bytes(Some(w.active.capacity), 0)
+    };
+    match prepare_spare(shared.fs.as_ref(), &shared.dir, bytes) {
+        Ok(spare) => lock(&shared.writer).spare = Some(spare),
         Err(e) => {
-            // Not fatal: the next roll creates its segment itself (and fails loudly if the
-            // disk is really full).
+            // Not fatal: the next roll creates its segment itself (and is refused cleanly if
+            // the disk is really full); the failed spare removed what it wrote.
             tracing::warn!(dir = %shared.dir.display(), error = %e, "could not prepare the next segment");
         }
     }
@@ -169,16 +176,22 @@ impl Shared {
             let mut w = lock(&self.writer);
             let mut r = Ok(());
             if roll && !w.active.is_empty() {
-                r = self.roll_locked(&mut w);
+                r = self.roll_locked(&mut w, 0);
             }
             if r.is_ok() && sync {
-                r = self.sync_locked(&mut w);
+                r = self.sync_locked(&mut w).map_err(CommitError::Fatal);
             }
             r
         };
-        if let Err(e) = &result {
-            self.poison(e);
-        }
+        // A roll a full disk refused leaves the log writable (the old segment sealed, full).
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(CommitError::Refused { error, .. }) => Err(error),
+            Err(CommitError::Fatal(e)) => {
+                self.poison(&e);
+                Err(e)
+            }
+        };
         self.release_lead();
         let q = lock(&self.queue);
         match (&result, &q.poisoned) {

@@ -11,6 +11,10 @@
 //! An I/O error on the write path is fatal and sticky: the batch's waiters and every
 //! queued waiter fail with `Poisoned`, and every later append is refused. An fsync is
 //! never retried (after a failed fsync the page cache may have dropped the dirty pages).
+//! One exception, a full disk before any byte of a batch reached the log (the next segment
+//! could not be created, or a write was refused and taken back): the batch and everything
+//! queued behind it fail with the ENOSPC error, their offsets are given back, and the log
+//! stays writable — it takes writes again as soon as space returns.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -19,12 +23,13 @@ use std::sync::{Arc, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::space::{CommitError, Units};
 use super::ticket::{Appended, Slot, Wake, WakeChain, WAKE_FANOUT};
-use super::{lock, now_ms, write, Shared, Writer};
+use super::{lock, write, Shared, Writer};
 use crate::config::Durability;
 use crate::error::{Error, IoOp, PoisonCause, Result};
+use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
-use crate::segment::Active;
 
 /// One queued record.
 #[derive(Debug, Clone, Copy)]
@@ -329,9 +334,7 @@ impl Shared {
     fn lead_loop(&self, own: Option<&Arc<Slot>>) -> Option<Arc<WakeChain>> {
         let mut w = lock(&self.writer);
         loop {
-            let Some(batch) = self.next_batch(true) else {
-                return None;
-            };
+            let batch = self.next_batch(true)?;
             if batch.metas.is_empty() {
                 return None;
             }
@@ -443,32 +446,61 @@ impl Shared {
 
     /// Writes a batch (rolling segments as needed) and syncs it when asked.
     /// Returns whether an fsync covered it.
-    pub(crate) fn commit(&self, w: &mut Writer, batch: &Batch) -> Result<bool> {
+    ///
+    /// A ticket's records go into one segment whenever they fit one: the segment is rolled
+    /// at the ticket's start, so that a full disk refusing the next segment cuts the batch
+    /// between tickets (those before are written and synced, those after refused whole).
+    pub(crate) fn commit(&self, w: &mut Writer, batch: &Batch) -> Result<bool, CommitError> {
         let metas = &batch.metas;
+        let mut units = Units::new(batch);
         let mut i = 0;
         while i < metas.len() {
-            if w.active.remaining() < metas[i].len as u64 {
-                self.roll_locked(w)?;
+            let unit = units.at(i);
+            let need = if unit.bytes + SEGMENT_HEADER_LEN as u64 <= self.config.segment_bytes {
+                unit.bytes
+            } else {
+                metas[i].len as u64
+            };
+            if w.active.remaining() < need {
+                self.make_room(w, need)
+                    .map_err(|e| self.refused_at(w, e, i, unit.clean))?;
             }
+            // Whole units while they fit; a unit larger than a segment, record by record.
             let start = metas[i].pos;
             let room = w.active.remaining();
+            let fits = |j: usize| (metas[j].pos + metas[j].len - start) as u64 <= room;
             let mut j = i;
-            let mut end = start;
-            let mut parts = Vec::new();
-            while j < metas.len() && (metas[j].pos + metas[j].len - start) as u64 <= room {
-                parts.push((metas[j].offset, metas[j].pos - start, metas[j].ts));
-                end = metas[j].pos + metas[j].len;
-                j += 1;
+            let mut next = unit;
+            while next.end > j && fits(next.end - 1) {
+                j = next.end;
+                if j == metas.len() {
+                    break;
+                }
+                next = units.at(j);
             }
-            w.active.write(&batch.bytes[start..end], &parts)?;
+            if j == i {
+                while j < unit.end && fits(j) {
+                    j += 1;
+                }
+            }
+            let parts: Vec<(u64, usize, u64)> = metas[i..j]
+                .iter()
+                .map(|m| (m.offset, m.pos - start, m.ts))
+                .collect();
+            let end = metas[j - 1].pos + metas[j - 1].len;
+            if let Err(e) = w.active.write(&batch.bytes[start..end], &parts) {
+                let e = self.take_back(w, e, (end - start) as u64);
+                return Err(self.refused_at(w, e, i, unit.clean));
+            }
             w.unsynced = true;
             i = j;
         }
+        self.want_spare_if_due(w, false);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let overdue = w.sync_deadline.is_some_and(|d| d <= now);
         if batch.sync || overdue {
-            self.sync_locked(w)?;
+            self.sync_locked(w).map_err(CommitError::Fatal)?;
             if let Some(o) = self.observer.get() {
                 o.committed(metas.len(), batch.bytes.len(), Some(now.elapsed()));
             }
@@ -510,36 +542,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Seals the active segment and starts the next one (from the spare when ready).
-    pub(crate) fn roll_locked(&self, w: &mut Writer) -> Result<()> {
-        let next = w.active.next_offset;
-        // Seal (sync, truncate, fsync) before the next segment exists: at no moment is there
-        // a newer segment next to an unfinished older one.
-        let sealed = Arc::new(w.active.seal(self.fs.as_ref())?);
-        let spare = w.spare.take();
-        w.active = Active::create(
-            self.fs.as_ref(),
-            &self.dir,
-            &self.config,
-            next,
-            now_ms(),
-            spare,
-        )?;
-        w.unsynced = false;
-        w.sync_deadline = None;
-        {
-            let mut v = write(&self.view);
-            v.sealed.push(sealed);
-            v.active = Arc::clone(&w.active.shared);
-            v.visible_end = w.active.write_pos;
-            v.active_first_ts = 0;
-        }
-        self.counters.rolls.fetch_add(1, Ordering::Relaxed);
-        self.bg.want_spare();
-        tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled to a new segment");
-        Ok(())
-    }
-
     /// Publishes a committed batch to readers and completes its tickets; on failure poisons
     /// the log and fails the batch and everything queued. Returns the batch's wake chain
     /// (`own`, the leader's slot, is completed but not in it: the leader is awake).
@@ -547,44 +549,35 @@ impl Shared {
         &self,
         w: &Writer,
         batch: &Batch,
-        result: Result<bool>,
+        result: Result<bool, CommitError>,
         own: Option<&Arc<Slot>>,
     ) -> Arc<WakeChain> {
-        let outcome = match result {
-            Ok(synced) => {
-                if let Some(last) = batch.metas.last() {
-                    let mut v = write(&self.view);
-                    v.visible_next = last.offset + 1;
-                    v.visible_end = w.active.write_pos;
-                    if v.active_first_ts == 0 && !w.active.is_empty() {
-                        v.active_first_ts = w
-                            .active
-                            .shared
-                            .index
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .first()
-                            .map_or(0, |e| e.timestamp_ms);
-                    }
-                }
-                let bytes: usize = batch.metas.iter().map(|m| m.len).sum();
-                self.counters
-                    .records
-                    .fetch_add(batch.metas.len() as u64, Ordering::Relaxed);
-                self.counters
-                    .bytes
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
-                Ok(synced)
+        // Records from this offset on were not written (all of them but on a refusal).
+        let (written_to, outcome) = match result {
+            Ok(synced) => (u64::MAX, Ok(synced)),
+            Err(CommitError::Refused { error, at }) => {
+                self.counters.disk_full.fetch_add(1, Ordering::Relaxed);
+                let cut = batch.metas.get(at).map_or(u64::MAX, |m| m.offset);
+                self.refuse(cut, batch.metas.len() - at, &error);
+                (cut, Err(error))
             }
-            Err(e) => {
+            Err(CommitError::Fatal(e)) => {
                 self.poison(&e);
                 let cause = lock(&self.queue)
                     .poisoned
                     .clone()
                     .unwrap_or_else(|| Arc::new(cause_of(&e)));
-                Err(self.poison_error(&cause))
+                (0, Err(self.poison_error(&cause)))
             }
         };
+        let written = batch
+            .metas
+            .iter()
+            .take_while(|m| m.offset < written_to)
+            .count();
+        if written > 0 {
+            self.publish(w, &batch.metas[..written]);
+        }
         let is_own = |t: &PendingTicket| own.is_some_and(|o| Arc::ptr_eq(o, &t.slot));
         let wakes: Vec<Wake> = batch
             .tickets
@@ -600,6 +593,12 @@ impl Shared {
                     last_offset: t.last,
                     synced: *synced,
                 }),
+                // Written before a full disk refused the rest: written and synced.
+                Err(_) if t.last < written_to => Ok(Appended {
+                    first_offset: t.first,
+                    last_offset: t.last,
+                    synced: true,
+                }),
                 Err(e) => Err(super::clone_error(e)),
             };
             t.slot.publish(r, &chain);
@@ -608,10 +607,39 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Shows written records to readers and counts them.
+    fn publish(&self, w: &Writer, metas: &[Meta]) {
+        if let Some(last) = metas.last() {
+            let mut v = write(&self.view);
+            v.visible_next = last.offset + 1;
+            v.visible_end = w.active.write_pos;
+            if v.active_first_ts == 0 && !w.active.is_empty() {
+                v.active_first_ts = w
+                    .active
+                    .shared
+                    .index
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .first()
+                    .map_or(0, |e| e.timestamp_ms);
+            }
+        }
+        let bytes: usize = metas.iter().map(|m| m.len).sum();
+        self.counters
+            .records
+            .fetch_add(metas.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
 /// Fails every queued ticket with `err` and empties the queue.
 pub(crate) fn fail_all(q: &mut super::commit::Queue, err: &Error) -> Vec<Wake> {
     q.buf.clear();
     q.metas.clear();
+    q.head = 0;
     q.tickets
         .drain(..)
         .map(|t| t.slot.complete(Err(super::clone_error(err))))

@@ -5,6 +5,7 @@ mod commit;
 pub mod inline;
 mod reader;
 mod retention;
+mod space;
 mod ticket;
 
 use std::path::{Path, PathBuf};
@@ -145,7 +146,11 @@ impl View {
 pub(crate) struct Writer {
     pub(crate) active: Active,
     /// A zero-filled spare segment, ready to be renamed in at the next roll.
-    pub(crate) spare: Option<PathBuf>,
+    pub(crate) spare: Option<crate::segment::Spare>,
+    /// The background thread was asked for the spare (once per active segment).
+    pub(crate) spare_requested: bool,
+    /// A roll a full disk refused: the background thread's age roll waits until then.
+    pub(crate) roll_retry_at: Option<Instant>,
     /// Written records not yet covered by an fsync.
     pub(crate) unsynced: bool,
     /// When the unsynced records must be synced at the latest.
@@ -167,6 +172,9 @@ pub struct LogCounters {
     pub fsync_nanos: AtomicU64,
     /// Segments rolled.
     pub rolls: AtomicU64,
+    /// Batches refused because the disk was full (nothing of them written; the log stayed
+    /// writable).
+    pub disk_full: AtomicU64,
 }
 
 /// Told about every group commit (metrics): called on the committing thread, outside no
@@ -284,6 +292,8 @@ impl Log {
             writer: Mutex::new(Writer {
                 active,
                 spare: None,
+                spare_requested: false,
+                roll_retry_at: None,
                 unsynced: false,
                 sync_deadline: None,
             }),

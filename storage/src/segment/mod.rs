@@ -100,7 +100,8 @@ pub struct Active {
     index_path: PathBuf,
     /// When the segment was created.
     pub created_ms: u64,
-    /// The file's capacity in bytes (`segment_bytes`).
+    /// The bytes records may fill: the preallocated file's length (`segment_bytes` when
+    /// files grow with their data).
     pub capacity: u64,
     /// Where the next record goes.
     pub write_pos: u64,
@@ -144,36 +145,57 @@ fn zero_fill(
     Ok(())
 }
 
-/// Prepares the spare: a zero-filled, synced file of `segment_bytes` waiting to become the
-/// next segment. Off the write path (the background thread calls it).
+/// A zero-filled, synced file waiting to become the next segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spare {
+    /// Its path (`next.spare`).
+    pub path: PathBuf,
+    /// Its size in bytes: the capacity of the segment it becomes.
+    pub bytes: u64,
+}
+
+/// Prepares the spare: a zero-filled, synced file of `bytes` waiting to become the next
+/// segment. Off the write path (the background thread calls it). A failure (a full disk)
+/// removes what it wrote.
 ///
 /// # Errors
 /// The I/O error, with the step and file.
-pub fn prepare_spare(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig) -> Result<PathBuf> {
+pub fn prepare_spare(fs: &dyn Vfs, dir: &Path, bytes: u64) -> Result<Spare> {
     let path = dir.join(spare_file_name());
     if fs.exists(&path) {
         fs.remove_file(&path)
             .map_err(|e| Error::io(IoOp::Remove, &path, e))?;
     }
-    let file = fs
-        .open(&path, OpenMode::CreateNew)
-        .map_err(|e| Error::io(IoOp::Open, &path, e))?;
-    zero_fill(
-        file.as_ref(),
-        0,
-        cfg.segment_bytes,
-        &path,
-        Some(SPARE_SYNC_CHUNK),
-    )?;
-    file.sync_data()
-        .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
-    Ok(path)
+    let filled = (|| {
+        let file = fs
+            .open(&path, OpenMode::CreateNew)
+            .map_err(|e| Error::io(IoOp::Open, &path, e))?;
+        zero_fill(file.as_ref(), 0, bytes, &path, Some(SPARE_SYNC_CHUNK))?;
+        file.sync_data()
+            .map_err(|e| Error::io(IoOp::Sync, &path, e))
+    })();
+    if let Err(e) = filled {
+        remove_quietly(fs, &path);
+        return Err(e);
+    }
+    Ok(Spare { path, bytes })
+}
+
+/// Removes a file a failed step left behind (best effort: recovery removes it otherwise).
+fn remove_quietly(fs: &dyn Vfs, path: &Path) {
+    if fs.exists(path) {
+        if let Err(e) = fs.remove_file(path) {
+            tracing::warn!(file = %path.display(), error = %e, "could not remove a leftover file");
+        }
+    }
 }
 
 impl Active {
-    /// Creates a new segment at `base_offset`: from the spare when one is ready (renamed into
-    /// place), else a fresh file (zero-filled when configured). The header is synced before
-    /// the function returns, and the directory is synced after the create/rename.
+    /// Creates a new segment at `base_offset` of `capacity` bytes: from the spare when one
+    /// is ready and large enough (renamed into place), else a fresh file (zero-filled when
+    /// configured). The header is synced before the function returns, and the directory is
+    /// synced after the create/rename. A failure removes the files it created (a full disk
+    /// gets its space back, and the next attempt starts clean).
     ///
     /// # Errors
     /// The I/O error, with the step and file.
@@ -183,8 +205,63 @@ impl Active {
         cfg: &LogConfig,
         base_offset: u64,
         created_ms: u64,
-        spare: Option<PathBuf>,
+        spare: Option<Spare>,
+        capacity: u64,
     ) -> Result<Self> {
+        let path = dir.join(segment_file_name(base_offset));
+        let index_path = dir.join(index_file_name(base_offset));
+        let spare = match spare {
+            Some(s) if s.bytes >= capacity => Some(s),
+            Some(s) => {
+                remove_quietly(fs, &s.path);
+                None
+            }
+            None => None,
+        };
+        let capacity = spare.as_ref().map_or(capacity, |s| s.bytes);
+        let made = Self::create_files(
+            fs,
+            dir,
+            cfg,
+            base_offset,
+            created_ms,
+            spare.as_ref(),
+            capacity,
+        );
+        match made {
+            Ok((file, idx_file)) => {
+                let mut a = Self::from_parts(
+                    file,
+                    idx_file,
+                    path,
+                    index_path,
+                    cfg,
+                    base_offset,
+                    created_ms,
+                );
+                a.capacity = capacity;
+                Ok(a)
+            }
+            Err(e) => {
+                if let Some(s) = &spare {
+                    remove_quietly(fs, &s.path);
+                }
+                remove_quietly(fs, &path);
+                remove_quietly(fs, &index_path);
+                Err(e)
+            }
+        }
+    }
+
+    fn create_files(
+        fs: &dyn Vfs,
+        dir: &Path,
+        cfg: &LogConfig,
+        base_offset: u64,
+        created_ms: u64,
+        spare: Option<&Spare>,
+        capacity: u64,
+    ) -> Result<(Arc<dyn VFile>, Arc<dyn VFile>)> {
         let path = dir.join(segment_file_name(base_offset));
         let header = SegmentHeader {
             base_offset,
@@ -193,13 +270,13 @@ impl Active {
         .encode();
         let file = if let Some(spare) = spare {
             let file = fs
-                .open(&spare, OpenMode::ReadWrite)
-                .map_err(|e| Error::io(IoOp::Open, &spare, e))?;
+                .open(&spare.path, OpenMode::ReadWrite)
+                .map_err(|e| Error::io(IoOp::Open, &spare.path, e))?;
             file.write_all_at(&header, 0)
-                .map_err(|e| Error::io(IoOp::Write, &spare, e))?;
+                .map_err(|e| Error::io(IoOp::Write, &spare.path, e))?;
             file.sync_data()
-                .map_err(|e| Error::io(IoOp::Sync, &spare, e))?;
-            fs.rename(&spare, &path)
+                .map_err(|e| Error::io(IoOp::Sync, &spare.path, e))?;
+            fs.rename(&spare.path, &path)
                 .map_err(|e| Error::io(IoOp::Rename, &path, e))?;
             file
         } else {
@@ -210,7 +287,7 @@ impl Active {
                 zero_fill(
                     file.as_ref(),
                     SEGMENT_HEADER_LEN as u64,
-                    cfg.segment_bytes,
+                    capacity,
                     &path,
                     None,
                 )?;
@@ -225,15 +302,54 @@ impl Active {
         let idx_file = create_index(fs, &index_path, base_offset, &[])?;
         fs.sync_dir(dir)
             .map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
-        Ok(Self::from_parts(
-            file,
-            idx_file,
+        Ok((file, idx_file))
+    }
+
+    /// Grows an empty preallocated segment in place to `capacity` (zero-filled and synced):
+    /// the first record of a partition can be larger than its small first segment.
+    ///
+    /// # Errors
+    /// The I/O error of the write or the sync; on failure the capacity is unchanged.
+    pub fn grow(&mut self, capacity: u64) -> Result<()> {
+        if capacity <= self.capacity {
+            return Ok(());
+        }
+        let path = &self.shared.path;
+        zero_fill(
+            self.shared.file.as_ref(),
+            self.capacity,
+            capacity,
             path,
-            index_path,
-            cfg,
-            base_offset,
-            created_ms,
-        ))
+            None,
+        )?;
+        self.shared
+            .file
+            .sync_data()
+            .map_err(|e| Error::io(IoOp::Sync, path, e))?;
+        self.capacity = capacity;
+        Ok(())
+    }
+
+    /// Takes back a write that failed before it completed (`len` bytes at the write
+    /// position): zeros over them when preallocated, else the file cut back to its data. The
+    /// position did not move, so what follows is written over the same bytes; without this a
+    /// crash could leave a refused record readable after the data.
+    ///
+    /// # Errors
+    /// The I/O error of the undo (the caller then poisons the log).
+    pub fn undo_write(&self, len: u64, preallocate: Preallocate) -> Result<()> {
+        let path = &self.shared.path;
+        match preallocate {
+            Preallocate::ZeroFill => {
+                let end = (self.write_pos + len).min(self.capacity);
+                zero_fill(self.shared.file.as_ref(), self.write_pos, end, path, None)
+            }
+            Preallocate::None => self
+                .shared
+                .file
+                .set_len(self.write_pos)
+                .map_err(|e| Error::io(IoOp::SetLen, path, e)),
+        }
     }
 
     fn from_parts(
@@ -264,8 +380,8 @@ impl Active {
         }
     }
 
-    /// Reopens the last segment for appending after recovery scanned it. The index file is
-    /// rewritten from `index` (the scan's, derived from the log).
+    /// Reopens the last segment (`file_len` bytes long) for appending after recovery scanned
+    /// it. The index file is rewritten from `index` (the scan's, derived from the log).
     ///
     /// # Errors
     /// The I/O error, with the step and file.
@@ -278,6 +394,7 @@ impl Active {
         header: SegmentHeader,
         scan: &scan::Scan,
         index_ok: bool,
+        file_len: u64,
     ) -> Result<Self> {
         let path = dir.join(segment_file_name(header.base_offset));
         let index_path = dir.join(index_file_name(header.base_offset));
@@ -303,7 +420,11 @@ impl Active {
             header.base_offset,
             header.created_ms,
         );
-        a.capacity = cfg.segment_bytes.max(scan.end as u64);
+        a.capacity = match cfg.preallocate {
+            // The preallocated length (segments start small and grow, so it is the file's).
+            Preallocate::ZeroFill => file_len.max(scan.end as u64),
+            Preallocate::None => cfg.segment_bytes.max(scan.end as u64),
+        };
         a.write_pos = scan.end as u64;
         a.next_offset = scan.next_offset;
         a.last_timestamp = scan.last_timestamp;
