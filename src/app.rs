@@ -409,6 +409,7 @@ impl App {
                     batches: c.batches.load(Ordering::Relaxed),
                     fsyncs: c.fsyncs.load(Ordering::Relaxed),
                     fsync_nanos: c.fsync_nanos.load(Ordering::Relaxed),
+                    disk_full: c.disk_full.load(Ordering::Relaxed),
                 },
             );
             let st = log.stats();

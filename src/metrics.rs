@@ -31,6 +31,8 @@ pub struct EngineSeen {
     pub fsyncs: u64,
     /// Nanoseconds in fdatasync.
     pub fsync_nanos: u64,
+    /// Batches a full disk refused.
+    pub disk_full: u64,
 }
 
 /// The service's metrics.
@@ -61,6 +63,8 @@ pub struct Metrics {
     pub fsyncs: IntCounterVec,
     /// Engine: seconds spent in write-path fsyncs.
     pub fsync_seconds: CounterVec,
+    /// Engine: batches a full disk refused (the log stayed writable).
+    pub disk_full: IntCounterVec,
     /// The engine's counters as last copied, per (namespace, partition): counters only move
     /// by what the log's own counters moved since (a log reopened starts again from 0).
     engine_seen: Arc<Mutex<HashMap<(String, String), EngineSeen>>>,
@@ -171,6 +175,14 @@ impl Metrics {
                 ),
                 ns_part,
             )?,
+            disk_full: IntCounterVec::new(
+                opts(
+                    "log_disk_full_refusals_total",
+                    "Write batches refused because the disk was full (nothing of them written; \
+                     the log stays writable and takes writes again when space returns)",
+                ),
+                ns_part,
+            )?,
             engine_seen: Arc::default(),
             build_info: IntGaugeVec::new(
                 opts(
@@ -232,6 +244,7 @@ impl Metrics {
             Box::new(m.bytes.clone()),
             Box::new(m.batches.clone()),
             Box::new(m.fsyncs.clone()),
+            Box::new(m.disk_full.clone()),
             Box::new(m.fsync_seconds.clone()),
             Box::new(m.segments.clone()),
             Box::new(m.poisoned.clone()),
@@ -303,6 +316,9 @@ impl Metrics {
         self.fsync_seconds
             .with_label_values(&labels)
             .inc_by(delta(now.fsync_nanos, last.fsync_nanos) as f64 / 1e9);
+        self.disk_full
+            .with_label_values(&labels)
+            .inc_by(delta(now.disk_full, last.disk_full));
         *last = now;
     }
 

@@ -76,27 +76,6 @@ pub struct EngineRow {
     pub p50_over_l_single: f64,
 }
 
-/// Waits until the background thread has zero-filled and synced the spare segment, so that
-/// its 64 MiB of writes do not land in the measured phase.
-fn wait_for_spare(dir: &Path, segment_bytes: u64) -> Result<(), CliError> {
-    let spare = dir.join("next.spare");
-    let until = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < until {
-        if let Ok(m) = std::fs::metadata(&spare) {
-            if m.len() >= segment_bytes {
-                // Our own fdatasync returns once the spare's data is on the disk.
-                if let Ok(f) = std::fs::File::open(&spare) {
-                    f.sync_data()?;
-                }
-                thread::sleep(Duration::from_millis(50));
-                return Ok(());
-            }
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    Err("the log's spare segment was not ready after 60 s".into())
-}
-
 /// Where the writers and the measuring thread meet: all spawned → go (or abort); all done →
 /// the CPU time is read while every writer still lives → exit.
 #[derive(Default)]
@@ -346,10 +325,14 @@ pub fn run_one(
     if dir.exists() {
         super::remove_settled(dir)?;
     }
-    let config = LogConfig::default();
-    let segment_bytes = config.segment_bytes;
+    // A fresh log, as a new partition starts: its first segment is `first_segment_bytes`,
+    // and the growth (rolls, spares zero-filled in the background) is part of the phase.
+    let config = LogConfig {
+        first_segment_bytes: plan.first_segment_bytes,
+        ..LogConfig::default()
+    };
+    config.validate()?;
     let log = Arc::new(Log::open(dir, config)?);
-    wait_for_spare(dir, segment_bytes)?;
     let disk_now = super::disk::reference(reference, REFERENCE_ITERS)?;
     let payload = vec![0xA5u8; size];
     let encoded = Record::from_payload(payload.clone())

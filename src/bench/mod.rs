@@ -46,6 +46,8 @@ pub struct FsyncOptions {
     pub quick: bool,
     /// Write the JSON report here too.
     pub json: Option<PathBuf>,
+    /// `first_segment_bytes` of the engine phases (`None`: the engine's default).
+    pub first_segment_bytes: Option<u64>,
 }
 
 /// How much to measure.
@@ -65,6 +67,8 @@ pub struct Plan {
     pub engine_secs: Duration,
     /// Bytes of records written for the read and recovery figures.
     pub read_bytes: u64,
+    /// `first_segment_bytes` of the engine phases' logs.
+    pub first_segment_bytes: u64,
 }
 
 impl Plan {
@@ -80,6 +84,7 @@ impl Plan {
                 writers: vec![1, 16, 64],
                 engine_secs: Duration::from_secs(1),
                 read_bytes: 64 << 20,
+                first_segment_bytes: wald_storage::LogConfig::default().first_segment_bytes,
             }
         } else {
             Self {
@@ -90,6 +95,7 @@ impl Plan {
                 writers: vec![1, 4, 16, 64, 256],
                 engine_secs: Duration::from_secs(3),
                 read_bytes: 256 << 20,
+                first_segment_bytes: wald_storage::LogConfig::default().first_segment_bytes,
             }
         }
     }
@@ -290,7 +296,10 @@ fn run_set(dir: &Path, plan: &Plan, spinners: Option<&Spinners>) -> Result<SetRe
 /// Runs `wald bench fsync`: prints progress on stderr, the tables and a final JSON line on
 /// stdout, and writes the JSON to `opts.json` when given.
 pub fn run_fsync(opts: &FsyncOptions) -> Result<FsyncReport, CliError> {
-    let plan = Plan::new(opts.quick);
+    let mut plan = Plan::new(opts.quick);
+    if let Some(b) = opts.first_segment_bytes {
+        plan.first_segment_bytes = b;
+    }
     let output = common::Output::create(opts.json.as_deref())?;
     let work = Workdir::create(opts.dir.as_deref())?;
     let machine = Machine::probe();

@@ -250,7 +250,7 @@ fn disk_table(o: &mut String, s: &SetReport) {
 fn engine_table(o: &mut String, s: &SetReport) {
     let _ = writeln!(
         o,
-        "engine: C writers × append_one(.., Sync), default LogConfig (latency in µs)"
+        "engine: C writers × append_one(.., Sync), default LogConfig, a fresh log per phase (latency in µs)"
     );
     let _ = writeln!(o, "{:>7} {:>7} {:>4} | {:>9} {:>6} | {:>7} {:>7} {:>7} | {:>7} {:>8} {:>7} {:>5} {:>6} | {:>6} | {:>9} {:>6} | {:>8} {:>6}",
         "mode", "record", "C", "appends/s", "MB/s", "p50", "p99", "p999", "rec/fs", "batch", "fsync", "busy", "L now", "CPU µs", "bound/s", "%bound", "p99/dsk", "p50/L");

@@ -199,6 +199,11 @@ pub struct FsyncArgs {
     /// Also write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// `first_segment_bytes` of the engine phases' logs (each phase starts a fresh log, so its
+    /// segments grow from this size as it fills). Default: the engine's (1 MiB); pass the
+    /// segment size (67108864) to measure full-size segments from the start.
+    #[arg(long, value_name = "BYTES")]
+    pub first_segment_bytes: Option<u64>,
 }
 
 /// Runs a `wald bench` command.
@@ -210,6 +215,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 contended: a.contended,
                 quick: a.quick,
                 json: a.json,
+                first_segment_bytes: a.first_segment_bytes,
             };
             run_fsync(&opts)?;
             Ok(ExitCode::SUCCESS)

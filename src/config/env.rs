@@ -165,6 +165,7 @@ impl Config {
             "auth.admin_key_file" => auth.admin_key_file = (!v.is_empty()).then(|| v.into()),
             "auth.failed_auth_per_minute" => auth.failed_auth_per_minute = parse(key, v)?,
             "storage.segment_bytes" => storage.segment_bytes = parse(key, v)?,
+            "storage.first_segment_bytes" => storage.first_segment_bytes = parse(key, v)?,
             "storage.segment_max_age_secs" => storage.segment_max_age_secs = parse(key, v)?,
             "storage.max_record_bytes" => storage.max_record_bytes = parse(key, v)?,
             "storage.index_interval_bytes" => storage.index_interval_bytes = parse(key, v)?,

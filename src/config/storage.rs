@@ -15,6 +15,11 @@ pub struct StorageConfig {
     /// Size at which the active segment is sealed and a new one started, in bytes.
     /// Default: 64 MiB (67108864). Range: 65536 ..= 4294967295.
     pub segment_bytes: u64,
+    /// Size of a partition's first preallocated segment, in bytes (capped at
+    /// `segment_bytes`); each later one is twice the data of the one before it, up to
+    /// `segment_bytes`: an idle partition holds this much. Default: 1 MiB (1048576).
+    /// Range: ≥ 65536.
+    pub first_segment_bytes: u64,
     /// Age at which a non-empty active segment is sealed, in seconds. Default: 86400.
     /// Range: ≥ 1.
     pub segment_max_age_secs: u64,
@@ -80,6 +85,7 @@ impl Default for StorageConfig {
         let d = LogConfig::default();
         Self {
             segment_bytes: d.segment_bytes,
+            first_segment_bytes: d.first_segment_bytes,
             segment_max_age_secs: d.segment_max_age.as_secs(),
             max_record_bytes: d.max_record_bytes,
             index_interval_bytes: d.index_interval_bytes,
@@ -114,6 +120,7 @@ impl StorageConfig {
     pub fn log_config(&self) -> LogConfig {
         LogConfig {
             segment_bytes: self.segment_bytes,
+            first_segment_bytes: self.first_segment_bytes,
             segment_max_age: Duration::from_secs(self.segment_max_age_secs),
             max_record_bytes: self.max_record_bytes,
             index_interval_bytes: self.index_interval_bytes,

@@ -569,7 +569,7 @@ fn debug_never_shows_a_key() {
 fn log_config_mapping() {
     assert_eq!(StorageConfig::default().log_config(), LogConfig::default());
     let config = parse(
-        "[storage]\nsegment_bytes = 1048576\nsegment_max_age_secs = 60\nmax_record_bytes = 65536\n\
+        "[storage]\nsegment_bytes = 1048576\nfirst_segment_bytes = 131072\nsegment_max_age_secs = 60\nmax_record_bytes = 65536\n\
          index_interval_bytes = 512\npreallocate = \"none\"\nmax_batch_bytes = 4096\n\
          max_pending_bytes = 131072\nbackground_sync_interval_ms = 250\n\
          recovery_mode = \"absolute_consistency\"\nverify_on_open = false\n\
@@ -582,6 +582,7 @@ fn log_config_mapping() {
         log,
         LogConfig {
             segment_bytes: 1 << 20,
+            first_segment_bytes: 128 << 10,
             segment_max_age: Duration::from_secs(60),
             max_record_bytes: 65536,
             index_interval_bytes: 512,
