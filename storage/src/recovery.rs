@@ -241,17 +241,33 @@ pub fn recover(fs: &dyn Vfs, dir: &Path, cfg: &LogConfig, now_ms: u64) -> Result
     let full = cfg.preallocate == Preallocate::ZeroFill && sc.end as u64 == file_len;
     if full && sc.records > 0 {
         // Keep it sealed and start a new active segment after it.
-        let active = Active::reopen(fs, dir, cfg, file, header, &sc, index_ok, file_len)?;
+        let mut active = Active::reopen(fs, dir, cfg, file, header, &sc, index_ok, file_len)?;
         let s = active.seal(fs)?;
         let next = s.next_offset;
         let capacity = cfg.next_segment_bytes(Some(s.len), 0);
-        sealed.push(Arc::new(s));
-        let active = Active::create(fs, dir, cfg, next, now_ms, None, capacity)?;
-        return Ok(Recovered {
-            sealed,
-            active,
-            report,
-        });
+        match Active::create(fs, dir, cfg, next, now_ms, None, capacity) {
+            Ok(created) => {
+                sealed.push(Arc::new(s));
+                return Ok(Recovered {
+                    sealed,
+                    active: created,
+                    report,
+                });
+            }
+            // A full disk (a log that was refusing writes, reopened before space returned):
+            // open with the full segment as the active one; the first write rolls.
+            Err(e) if e.is_disk_full() => {
+                tracing::warn!(dir = %dir.display(), error = %e, "disk full: the next segment will be created by the first write");
+                drop(s);
+                active.capacity = active.write_pos;
+                return Ok(Recovered {
+                    sealed,
+                    active,
+                    report,
+                });
+            }
+            Err(e) => return Err(e),
+        }
     }
     let active = Active::reopen(fs, dir, cfg, file, header, &sc, index_ok, file_len)?;
     Ok(Recovered {

@@ -374,6 +374,16 @@ fn a_full_disk_refuses_writes_and_they_resume_when_space_returns() {
                 .append_one(Record::from_payload(vec![b'z'; 4000]), Durability::Sync)
                 .unwrap_err()
                 .is_disk_full());
+            // Reopened while still full (a restart before space returned): it opens, every
+            // acknowledged record is there, and writes are still refused, not poisoned.
+            drop(log);
+            let log = Log::open_with(Arc::new(fault.clone()), dir.path(), cfg.clone()).unwrap();
+            acked.sort();
+            assert_eq!(
+                all(&log),
+                acked,
+                "{preallocate:?} {free}: reopened while full"
+            );
             // Space returns: writes go through again, no reopen.
             fault.set_free_space(None);
             let (after, errors) = load(&log, 2, 40, 800, 2);
@@ -474,4 +484,39 @@ fn segments_start_small_and_grow_with_the_traffic() {
         .unwrap();
     assert_eq!(n.first_offset, 401);
     assert_eq!(all(&log).len(), 402);
+}
+
+/// A write into a preallocated segment refused with ENOSPC (a copy-on-write or compressed
+/// file system can) is taken back — zeros over what it may have written — and the log stays
+/// writable: the next append gets the same offset, and nothing of the refused one is ever
+/// read, before or after a reopen.
+#[test]
+fn a_refused_write_into_a_preallocated_segment_is_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = FaultFs::new(Arc::new(StdFs));
+    let log = Log::open_with(Arc::new(fault.clone()), dir.path(), cfg()).unwrap();
+    for i in 0..5 {
+        log.append_one(Record::from_payload(payload(i)), Durability::Sync)
+            .unwrap();
+    }
+    fault.arm(FaultPlan {
+        op: FaultOp::Write,
+        nth: 1,
+        kind: FaultKind::Enospc,
+        sticky: false,
+    });
+    let err = log
+        .append_one(Record::from_payload(b"refused".to_vec()), Durability::Sync)
+        .unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    assert!(log.poisoned().is_none());
+    let a = log
+        .append_one(Record::from_payload(payload(5)), Durability::Sync)
+        .unwrap();
+    assert_eq!(a.first_offset, 5, "the refused offset was given back");
+    let want: Vec<(u64, Vec<u8>)> = (0..6).map(|i| (i, payload(i))).collect();
+    assert_eq!(all(&log), want);
+    drop(log);
+    let log = Log::open(dir.path(), cfg()).unwrap();
+    assert_eq!(all(&log), want);
 }

@@ -85,6 +85,9 @@ pub(crate) struct Batch {
     pub(crate) sync: bool,
     /// The earliest sync deadline a `Batch` ticket asked for.
     pub(crate) deadline: Option<Duration>,
+    /// Its first record is a ticket's first (not the rest of a ticket a previous batch
+    /// began: `max_batch_bytes` can cut a large ticket's records over several batches).
+    pub(crate) starts_ticket: bool,
 }
 
 impl Queue {
@@ -206,9 +209,14 @@ impl Queue {
             data
         };
         let last = metas.last().map_or(0, |m| m.offset);
+        let starts_ticket = self
+            .tickets
+            .front()
+            .is_some_and(|t| metas.first().is_some_and(|m| m.offset == t.first));
         let mut batch = Batch {
             bytes: data,
             metas,
+            starts_ticket,
             ..Batch::default()
         };
         while self.tickets.front().is_some_and(|t| t.last <= last) {

@@ -96,10 +96,15 @@ impl<'a> Units<'a> {
                 t.first == off,
             ),
             // The first records of a ticket still queued (its last one is in a later
-            // batch): it starts here when a ticket of this batch ends just before.
+            // batch): it starts here when a ticket of this batch ends just before, or when
+            // it is the batch's first and the batch starts a ticket.
             _ => (
                 metas.len(),
-                self.tk > 0 && tickets.get(self.tk - 1).is_some_and(|t| t.last + 1 == off),
+                if self.tk == 0 {
+                    i == 0 && self.batch.starts_ticket
+                } else {
+                    tickets.get(self.tk - 1).is_some_and(|t| t.last + 1 == off)
+                },
             ),
         };
         let last = &metas[end - 1];
@@ -124,11 +129,17 @@ impl Shared {
 
     /// After a failed write: a full disk is taken back (so a crash can never leave the
     /// refused records readable); anything else, or a failed take-back, poisons.
-    pub(crate) fn take_back(&self, w: &Writer, e: Error, len: u64) -> CommitError {
+    pub(crate) fn take_back(&self, w: &mut Writer, e: Error, len: u64) -> CommitError {
         match CommitError::classify(e) {
             CommitError::Refused { error, at } => {
                 match w.active.undo_write(len, self.config.preallocate) {
-                    Ok(()) => CommitError::Refused { error, at },
+                    Ok(()) => {
+                        // The take-back is made durable by the cut's fsync (`refused_at`), so a
+                        // power loss cannot bring back refused bytes the kernel had already
+                        // written out.
+                        w.unsynced = true;
+                        CommitError::Refused { error, at }
+                    }
                     Err(undo) => {
                         tracing::error!(dir = %self.dir.display(), error = %undo, "could not take back a refused write");
                         CommitError::Fatal(error)

@@ -315,13 +315,20 @@ impl Active {
             return Ok(());
         }
         let path = &self.shared.path;
-        zero_fill(
+        let filled = zero_fill(
             self.shared.file.as_ref(),
             self.capacity,
             capacity,
             path,
             None,
-        )?;
+        );
+        if let Err(e) = filled {
+            // Give back what the partial extension took (the segment holds no record yet).
+            if let Err(cut) = self.shared.file.set_len(self.capacity) {
+                tracing::warn!(segment = %path.display(), error = %cut, "could not cut back a failed extension");
+            }
+            return Err(e);
+        }
         self.shared
             .file
             .sync_data()
@@ -526,17 +533,34 @@ impl Active {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let bytes = encode_index_file(self.shared.base_offset, &entries);
-        self.idx_file
+        let written = self
+            .idx_file
             .write_all_at(&bytes, 0)
-            .map_err(|e| Error::io(IoOp::Write, &self.index_path, e))?;
-        self.idx_file
-            .sync_all()
-            .map_err(|e| Error::io(IoOp::Sync, &self.index_path, e))?;
+            .map_err(|e| Error::io(IoOp::Write, &self.index_path, e));
+        let index_ok = match written {
+            Ok(()) => true,
+            // The index is derived (rebuilt at open from the segment): a full disk that
+            // refuses its rewrite leaves the segment sealed, its index kept in memory.
+            Err(e) if e.is_disk_full() => {
+                tracing::warn!(index = %self.index_path.display(), error = %e, "index rewrite refused (disk full); kept in memory, rebuilt at the next open");
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        if index_ok {
+            self.idx_file
+                .sync_all()
+                .map_err(|e| Error::io(IoOp::Sync, &self.index_path, e))?;
+        }
         let source = match file.map().map_err(|e| Error::io(IoOp::Map, &path, e))? {
             Some(m) => Source::Mapped(m),
             None => Source::File(Arc::clone(file)),
         };
-        let index = index::open_sealed_index(fs, &self.index_path, entries)?;
+        let index = if index_ok {
+            index::open_sealed_index(fs, &self.index_path, entries)?
+        } else {
+            IndexData::Owned(entries)
+        };
         Ok(Sealed {
             base_offset: self.shared.base_offset,
             next_offset: self.next_offset,
