@@ -571,28 +571,38 @@ fn a_long_fault_run_keeps_every_promise() {
         .filter(|a| a.msg.ns == "dead")
         .map(|a| a.id.as_str())
         .collect();
-    let delivered = |h: &[receiver::Hit], ids: &HashSet<&str>| {
-        let ok: HashSet<&str> = h
-            .iter()
+    // The ids the receiver answered 200, read under its lock (a long run has millions of
+    // hits: no copies).
+    let ok_ids = || -> HashSet<String> {
+        let h = rx.shared.hits.lock().unwrap();
+        h.iter()
             .filter(|x| x.status == 200)
-            .map(|x| x.message_id.as_str())
-            .collect();
-        ids.iter().all(|id| ok.contains(id))
+            .map(|x| x.message_id.clone())
+            .collect()
     };
-    rx.wait_for(120, "every main message delivered", |h| {
-        delivered(h, &main_ids)
-    });
+    let wait_delivered = |ids: &HashSet<&str>, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let ok = ok_ids();
+            let missing = ids.iter().filter(|id| !ok.contains(**id)).count();
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {missing} of {} never delivered",
+                ids.len()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait_delivered(&main_ids, "main messages");
     // Everything the dead namespace had goes to the DLQ (its webhook was down); replay it all.
-    let dlq_deadline = Instant::now() + Duration::from_secs(60);
+    let dlq_deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let n = dlq_size(addr);
-        let already: usize = {
-            let h = rx.hits();
-            dead_ids
-                .iter()
-                .filter(|id| h.iter().any(|x| x.status == 200 && x.message_id == **id))
-                .count()
-        };
+        let ok = ok_ids();
+        let already = dead_ids.iter().filter(|id| ok.contains(**id)).count();
         if n + already >= dead_ids.len() {
             break;
         }
@@ -601,7 +611,7 @@ fn a_long_fault_run_keeps_every_promise() {
             "dead messages never reached the DLQ: {n} of {}",
             dead_ids.len()
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
     }
     let r = admin(
         addr,
@@ -610,15 +620,13 @@ fn a_long_fault_run_keeps_every_promise() {
         Some(&json!({"since": 0})),
     );
     assert_eq!(r.status, 202, "{}", r.text());
-    rx.wait_for(120, "every dead message delivered after the replay", |h| {
-        delivered(h, &dead_ids)
-    });
+    wait_delivered(&dead_ids, "dead messages after the replay");
 
     // No attempt before its delay.
     let by_id: HashMap<&str, &Ack> = acks.iter().map(|a| (a.id.as_str(), a)).collect();
-    let hits = rx.hits();
+    let hits = rx.shared.hits.lock().unwrap();
     let mut early = 0;
-    for h in &hits {
+    for h in hits.iter() {
         if let Some(a) = by_id.get(h.message_id.as_str()) {
             if h.at_ms < a.msg.born_ms + a.msg.delay_s * 1000 {
                 early += 1;
