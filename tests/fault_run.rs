@@ -376,6 +376,28 @@ fn dlq_size(addr: SocketAddr) -> usize {
     }
 }
 
+/// The ids pending in the dead namespace's DLQ.
+fn dlq_ids(addr: SocketAddr) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let mut from = String::new();
+    loop {
+        let r = admin(
+            addr,
+            "GET",
+            &format!("/api/v1/namespaces/dead/dlq?limit=1000{from}"),
+            None,
+        );
+        let j = r.json();
+        for e in j["entries"].as_array().cloned().unwrap_or_default() {
+            out.insert(e["messageId"].as_str().unwrap_or_default().to_owned());
+        }
+        match j["nextFrom"].as_u64() {
+            Some(next) => from = format!("&from={next}"),
+            None => return out,
+        }
+    }
+}
+
 /// Every record of a namespace: (partition, offset) → key.
 fn read_all(addr: SocketAddr, ns: &str, partitions: u64) -> HashMap<(u64, u64), String> {
     let mut out = HashMap::new();
@@ -606,11 +628,28 @@ fn a_long_fault_run_keeps_every_promise() {
         if n + already >= dead_ids.len() {
             break;
         }
-        assert!(
-            Instant::now() < dlq_deadline,
-            "dead messages never reached the DLQ: {n} of {}",
-            dead_ids.len()
-        );
+        if Instant::now() >= dlq_deadline {
+            // Say where the missing ones are before failing: their delivery state by id.
+            let listed = dlq_ids(addr);
+            for id in dead_ids
+                .iter()
+                .filter(|id| !listed.contains(**id) && !ok.contains(**id))
+                .take(10)
+            {
+                let r = common::request(
+                    addr,
+                    "GET",
+                    &format!("/api/v1/wal/messages/{id}"),
+                    &[],
+                    None,
+                );
+                eprintln!("not in the DLQ: {id}: {} {}", r.status, r.text());
+            }
+            panic!(
+                "dead messages never reached the DLQ: {n} of {}",
+                dead_ids.len()
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     let r = admin(
