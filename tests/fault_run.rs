@@ -355,27 +355,6 @@ fn check_acks(addr: SocketAddr, book: &Mutex<Book>, rng: &mut Rng, sample: usize
     n
 }
 
-/// Entries pending in the dead namespace's DLQ (every page).
-fn dlq_size(addr: SocketAddr) -> usize {
-    let mut n = 0;
-    let mut from = String::new();
-    loop {
-        let r = admin(
-            addr,
-            "GET",
-            &format!("/api/v1/namespaces/dead/dlq?limit=1000{from}"),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        let j = r.json();
-        n += j["entries"].as_array().map_or(0, Vec::len);
-        match j["nextFrom"].as_u64() {
-            Some(next) => from = format!("&from={next}"),
-            None => return n,
-        }
-    }
-}
-
 /// The ids pending in the dead namespace's DLQ.
 fn dlq_ids(addr: SocketAddr) -> HashSet<String> {
     let mut out = HashSet::new();
@@ -622,7 +601,8 @@ fn a_long_fault_run_keeps_every_promise() {
     // Everything the dead namespace had goes to the DLQ (its webhook was down); replay it all.
     let dlq_deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let n = dlq_size(addr);
+        let listed = dlq_ids(addr);
+        let n = listed.len();
         let ok = ok_ids();
         let already = dead_ids.iter().filter(|id| ok.contains(**id)).count();
         if n + already >= dead_ids.len() {
@@ -630,7 +610,6 @@ fn a_long_fault_run_keeps_every_promise() {
         }
         if Instant::now() >= dlq_deadline {
             // Say where the missing ones are before failing: their delivery state by id.
-            let listed = dlq_ids(addr);
             for id in dead_ids
                 .iter()
                 .filter(|id| !listed.contains(**id) && !ok.contains(**id))
