@@ -352,27 +352,42 @@ impl DlqItem {
     }
 }
 
-/// A namespace's entries with `status` (any when `None`) that arrived in `[from, to)`,
-/// oldest first, after `after` (a message id cursor), at most `limit`.
+/// Which entries a listing returns, in the listing's order (arrival time, then message id).
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Only entries with this status (any when `None`).
+    pub status: Option<DlqStatus>,
+    /// Arrived at or after (ms since the epoch).
+    pub from_ms: u64,
+    /// Arrived before (ms since the epoch; `u64::MAX`: no bound).
+    pub to_ms: u64,
+    /// A cursor: among the entries that arrived at `from_ms`, only those whose message id
+    /// sorts after this one (the last entry of the previous page).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A namespace's entries selected by `l`, oldest first.
 ///
 /// # Errors
 /// The state store.
 pub fn list(
     app: &App,
     ns: &str,
-    status: Option<DlqStatus>,
-    from_ms: u64,
-    to_ms: u64,
-    limit: usize,
+    l: &Listing,
     with_entries: bool,
 ) -> Result<Vec<DlqItem>, DlqError> {
     let mut items = Vec::new();
     let claimed = claims(app);
     for (id, bytes) in app.state.list_dlq(ns)? {
         let ix = settle(&claimed, ns, &id, decode_index(&id, &bytes)?);
-        if status.is_some_and(|s| s != ix.status)
-            || ix.dead_lettered_at_ms < from_ms
-            || ix.dead_lettered_at_ms >= to_ms
+        let at = ix.dead_lettered_at_ms;
+        let before_cursor = at == l.from_ms && l.after.as_deref().is_some_and(|a| id.as_str() <= a);
+        if l.status.is_some_and(|s| s != ix.status)
+            || at < l.from_ms
+            || at >= l.to_ms
+            || before_cursor
         {
             continue;
         }
@@ -387,7 +402,7 @@ pub fn list(
         (a.index.dead_lettered_at_ms, &a.message_id)
             .cmp(&(b.index.dead_lettered_at_ms, &b.message_id))
     });
-    items.truncate(limit);
+    items.truncate(l.limit);
     if with_entries {
         for it in &mut items {
             it.entry = Some(read_entry(app, ns, &it.message_id, &it.index)?);
@@ -620,7 +635,12 @@ async fn replay(app: &Arc<App>, ns: &str, id: &str, entry: DlqEntry) -> Result<b
 pub fn refresh_size(app: &App) {
     for ns in app.all_namespaces() {
         let name = ns.spec.name.as_str();
-        if let Ok(items) = list(app, name, None, 0, u64::MAX, usize::MAX, false) {
+        let everything = Listing {
+            to_ms: u64::MAX,
+            limit: usize::MAX,
+            ..Listing::default()
+        };
+        if let Ok(items) = list(app, name, &everything, false) {
             let queued = items
                 .iter()
                 .filter(|it| matches!(it.index.status, DlqStatus::Pending | DlqStatus::Replaying))

@@ -165,15 +165,14 @@ pub fn replay_dlq(app: &Arc<App>, ns: &str, since_ms: u64) -> TaskView {
     let app = Arc::clone(app);
     let ns = ns.to_owned();
     tokio::spawn(async move {
-        let items = match dlq::list(
-            &app,
-            &ns,
-            Some(DlqStatus::Pending),
-            since_ms,
-            u64::MAX,
-            usize::MAX,
-            false,
-        ) {
+        let all_pending = dlq::Listing {
+            status: Some(DlqStatus::Pending),
+            from_ms: since_ms,
+            to_ms: u64::MAX,
+            after: None,
+            limit: usize::MAX,
+        };
+        let items = match dlq::list(&app, &ns, &all_pending, false) {
             Ok(i) => i,
             Err(e) => {
                 task.fail(e);

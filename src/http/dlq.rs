@@ -153,6 +153,10 @@ pub struct ListQuery {
     pub from: Option<String>,
     /// Arrived before (ms since the epoch or RFC 3339).
     pub to: Option<String>,
+    /// Continue after this entry: the `nextAfter` of the previous page, given with its
+    /// `nextFrom` as `from` (entries that arrived in the same millisecond are ordered by
+    /// message id).
+    pub after: Option<String>,
     /// Most entries (default 100, at most 1000).
     pub limit: Option<usize>,
     /// Include each entry's message and attempts (default false). Such a page stops early
@@ -169,9 +173,13 @@ pub struct DlqPage {
     pub namespace: String,
     /// Entries, oldest first.
     pub entries: Vec<DlqItem>,
-    /// Pass as `from` to continue (absent when this page is the last).
+    /// Pass as `from`, with `nextAfter` as `after`, to continue (absent when this page is
+    /// the last).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_from: Option<u64>,
+    /// Pass as `after`, with `nextFrom` as `from`, to continue: the last entry returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// Lists dead-letter entries.
@@ -213,12 +221,27 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(field("limit", "must be 1 to 1000"));
     }
+    if let Some(a) = &q.after {
+        if a.is_empty() || a.len() > 256 {
+            return Err(field(
+                "after",
+                "must be a message id (the previous page's nextAfter)",
+            ));
+        }
+    }
     let full = q.full.unwrap_or(false);
     let budget = app.config.server.max_read_bytes;
     let app2 = Arc::clone(&app);
     let ns2 = ns.clone();
     let (mut entries, left_out) = tokio::task::spawn_blocking(move || {
-        let mut items = dlq::list(&app2, &ns2, status, from, to, limit + 1, false)?;
+        let listing = dlq::Listing {
+            status,
+            from_ms: from,
+            to_ms: to,
+            after: q.after,
+            limit: limit + 1,
+        };
+        let mut items = dlq::list(&app2, &ns2, &listing, false)?;
         let mut left_out = None;
         if items.len() > limit {
             left_out = items.pop();
@@ -233,19 +256,20 @@ pub async fn list(
     .await
     .map_err(ApiError::internal)??;
     entries.truncate(limit);
-    // Continue at the first entry left out, unless it shares its millisecond with the last
-    // one returned (then after that millisecond, as `from` is a time).
-    let next_from = left_out.map(|next| {
-        let last = entries.last().map(|e| e.index.dead_lettered_at_ms);
-        match last {
-            Some(l) if l >= next.index.dead_lettered_at_ms => l.saturating_add(1),
-            _ => next.index.dead_lettered_at_ms,
-        }
-    });
+    // Continue after the last entry returned: its time and its id (entries that arrived in
+    // the same millisecond are ordered by id, so none is skipped or repeated).
+    let (next_from, next_after) = match (left_out, entries.last()) {
+        (Some(_), Some(last)) => (
+            Some(last.index.dead_lettered_at_ms),
+            Some(last.message_id.clone()),
+        ),
+        _ => (None, None),
+    };
     Ok(Json(DlqPage {
         namespace: ns,
         entries: entries.into_iter().map(DlqItem::redacted).collect(),
         next_from,
+        next_after,
     }))
 }
 

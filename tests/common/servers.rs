@@ -187,34 +187,32 @@ pub struct PgServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// The `postgres` user's uid and gid when the tests run as root.
+    ids: Option<(u32, u32)>,
 }
 
 impl PgServer {
     /// Initialises a cluster in a temp dir and starts `postgres` on a free port. As root,
     /// both run as the `postgres` user (the dir is handed to it).
     pub fn start() -> Self {
-        let dirs = [PG_BIN];
-        let initdb = find_binary("initdb", &dirs);
-        let postgres = find_binary("postgres", &dirs);
+        let initdb = find_binary("initdb", &[PG_BIN]);
         let dir = tempfile::tempdir().expect("temp dir");
         let ids = is_root().then(postgres_ids);
         if let Some((uid, gid)) = ids {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown temp dir");
         }
-        let as_user = |cmd: &mut Command| {
-            if let Some((uid, gid)) = ids {
-                use std::os::unix::process::CommandExt;
-                cmd.uid(uid).gid(gid);
-            }
-            cmd.current_dir(dir.path()).env("HOME", dir.path());
+        let mut s = Self {
+            port: free_port(),
+            child: None,
+            dir,
+            ids,
         };
-        let data = dir.path().join("data");
         let mut init = Command::new(initdb);
         init.arg("-D")
-            .arg(&data)
+            .arg(s.dir.path().join("data"))
             .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
             .args(["--locale=C"]);
-        as_user(&mut init);
+        s.as_user(&mut init);
         let out = init.output().expect("run initdb");
         assert!(
             out.status.success(),
@@ -222,31 +220,51 @@ impl PgServer {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
-        let log = dir.path().join("postgres.log");
-        let log_file = std::fs::File::create(&log).expect("create log");
-        if let Some((uid, gid)) = ids {
+        s.spawn();
+        s
+    }
+
+    fn as_user(&self, cmd: &mut Command) {
+        if let Some((uid, gid)) = self.ids {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.current_dir(self.dir.path())
+            .env("HOME", self.dir.path());
+    }
+
+    fn spawn(&mut self) {
+        let postgres = find_binary("postgres", &[PG_BIN]);
+        let log = self.dir.path().join("postgres.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open log");
+        if let Some((uid, gid)) = self.ids {
             std::os::unix::fs::chown(&log, Some(uid), Some(gid)).expect("chown log");
         }
         let mut run = Command::new(postgres);
         run.arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string()])
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string()])
             .arg("-k")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
-        as_user(&mut run);
+        self.as_user(&mut run);
         let mut child = run.spawn().expect("spawn postgres");
-        wait_for_port(port, &mut child, "postgres", &log);
-        Self {
-            port,
-            child: Some(child),
-            dir,
-        }
+        wait_for_port(self.port, &mut child, "postgres", &log);
+        self.child = Some(child);
+    }
+
+    /// Starts the server again on the same port and data (after [`PgServer::stop`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// The server's process id.

@@ -8,8 +8,9 @@ use wald_storage::{now_ms, StoredRecord};
 
 use super::{ms, Consumer, DeliveryRecord, MessageStatus, PARK_LOAD_LIMIT, PARK_SCAN};
 
-/// A parked message read off the consumer's task: its record (`None`: not readable any
-/// more) and its delivery record so far.
+/// A parked message read off the consumer's task: its record (`None`: deleted by retention)
+/// and its delivery record so far. One whose read failed is not loaded (tried again at the
+/// next scan).
 pub(super) struct Loaded {
     due_ms: u64,
     offset: u64,
@@ -53,9 +54,16 @@ impl Consumer {
                 }
                 let rec = match log.read_from(offset).map(|mut r| r.next()) {
                     Ok(Some(Ok(rec))) if rec.offset == offset => Some(rec),
-                    other => {
-                        tracing::warn!(namespace = %ns, offset, result = ?other.map(|o| o.map(|r| r.map(|r| r.offset))), "parked message not readable; dropping it from the due-time index");
+                    // Deleted by retention: the entry goes.
+                    _ if offset < log.stats().first_offset => {
+                        tracing::warn!(namespace = %ns, partition, offset, "parked message no longer in the log (retention); dropping it from the due-time index");
                         None
+                    }
+                    // A read that failed (a disk error) may work at the next scan: the entry
+                    // stays, and so does the message's promise.
+                    other => {
+                        tracing::warn!(namespace = %ns, partition, offset, result = ?other.map(|o| o.map(|r| r.map(|r| r.offset))), "parked message not readable now; kept, read again at the next scan");
+                        continue;
                     }
                 };
                 let prior = rec.as_ref().and_then(|_| {
@@ -89,7 +97,7 @@ impl Consumer {
             if self.loaded.contains(&offset) || self.slots.contains_key(&offset) {
                 continue;
             }
-            // Gone from the log (retention) or unreadable, or resolved already: drop the entry.
+            // Gone from the log (retention), or resolved already: drop the entry.
             let Some(rec) = rec else {
                 self.unpark(due_ms, offset);
                 continue;

@@ -25,6 +25,10 @@ pub enum FaultOp {
     Open,
     /// Any of the above.
     Any,
+    /// `read_at` (not part of [`FaultOp::Any`]: a plan for the write path leaves reads
+    /// alone). Reads of a mapped file do not go through `read_at`: over [`crate::io::StdFs`]
+    /// only unmapped reads fail; over [`crate::io::SimFs`] (never mapped) every read does.
+    Read,
 }
 
 /// What the failing operation does.
@@ -141,7 +145,8 @@ impl FaultFs {
     fn check(gate: &Gate, op: FaultOp) -> Option<FaultKind> {
         let mut s = lock(gate);
         let plan = s.plan?;
-        if plan.op != FaultOp::Any && plan.op != op {
+        let matches = plan.op == op || (plan.op == FaultOp::Any && op != FaultOp::Read);
+        if !matches {
             return None;
         }
         s.seen += 1;
@@ -263,7 +268,10 @@ impl FaultFile {
 
 impl VFile for FaultFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
+        match FaultFs::check(&self.fs.state, FaultOp::Read) {
+            None => self.inner.read_at(buf, offset),
+            Some(kind) => Err(error_for(kind)),
+        }
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {

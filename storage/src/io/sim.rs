@@ -5,7 +5,10 @@
 //! after the directory's `sync_dir`, durably. [`SimFs::crash`] returns the file system a power
 //! loss would leave: durable entries only, each file holding its durable image — everything
 //! written after the last completed sync is gone. [`SimFs::crash_keeping`] models a torn
-//! write instead: a prefix of each file's unsynced bytes survives.
+//! write instead: a prefix of each file's unsynced bytes survives. [`SimFs::cut_power`] is
+//! the power loss as the running process meets it: the image is taken and, in the same
+//! instant, every later operation on the old file system fails — no sync can complete after
+//! the cut, so nothing is acknowledged that the image lacks.
 //!
 //! Directories themselves are treated as durable once created (the engine creates its
 //! directory once, before any data).
@@ -43,6 +46,60 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     locks: BTreeSet<PathBuf>,
     syncs: u64,
+    /// Set by [`SimFs::cut_power`]: every operation fails from then on.
+    powered_off: bool,
+}
+
+/// The error of every operation after [`SimFs::cut_power`].
+fn power_off() -> io::Error {
+    io::Error::other("the power is off (SimFs::cut_power)")
+}
+
+/// The state, unless the power is off.
+fn powered(state: &Mutex<State>) -> io::Result<MutexGuard<'_, State>> {
+    let s = lock(state);
+    if s.powered_off {
+        return Err(power_off());
+    }
+    Ok(s)
+}
+
+/// What a power loss leaves of `s` (see [`SimFs::crash_keeping`]).
+fn after_crash(s: &State, mut keep: impl FnMut(&Path, usize) -> usize) -> State {
+    let mut next = State {
+        next_inode: s.next_inode,
+        dirs: s.dirs.clone(),
+        ..State::default()
+    };
+    for (path, ino) in &s.durable {
+        let Some(inode) = s.inodes.get(ino) else {
+            continue;
+        };
+        let mut image = inode.durable.clone();
+        if let Some((start, end)) = inode.dirty {
+            let end = end.min(inode.live.len());
+            let span = end.saturating_sub(start);
+            let kept = keep(path, span).min(span);
+            if kept > 0 {
+                let stop = start + kept;
+                if image.len() < stop {
+                    image.resize(stop, 0);
+                }
+                image[start..stop].copy_from_slice(&inode.live[start..stop]);
+            }
+        }
+        next.inodes.insert(
+            *ino,
+            Inode {
+                live: image.clone(),
+                durable: image,
+                dirty: None,
+            },
+        );
+        next.live.insert(path.clone(), *ino);
+        next.durable.insert(path.clone(), *ino);
+    }
+    next
 }
 
 /// The crash-simulating file system. Cloning shares the same state.
@@ -91,41 +148,29 @@ impl SimFs {
     /// write): `dirty_len` is the length of the span from the first to the last byte written
     /// since the sync, whether appended or overwritten in place.
     #[must_use]
-    pub fn crash_keeping(&self, mut keep: impl FnMut(&Path, usize) -> usize) -> Self {
+    pub fn crash_keeping(&self, keep: impl FnMut(&Path, usize) -> usize) -> Self {
         let s = lock(&self.state);
-        let mut next = State {
-            next_inode: s.next_inode,
-            dirs: s.dirs.clone(),
-            ..State::default()
-        };
-        for (path, ino) in &s.durable {
-            let Some(inode) = s.inodes.get(ino) else {
-                continue;
-            };
-            let mut image = inode.durable.clone();
-            if let Some((start, end)) = inode.dirty {
-                let end = end.min(inode.live.len());
-                let span = end.saturating_sub(start);
-                let kept = keep(path, span).min(span);
-                if kept > 0 {
-                    let stop = start + kept;
-                    if image.len() < stop {
-                        image.resize(stop, 0);
-                    }
-                    image[start..stop].copy_from_slice(&inode.live[start..stop]);
-                }
-            }
-            next.inodes.insert(
-                *ino,
-                Inode {
-                    live: image.clone(),
-                    durable: image,
-                    dirty: None,
-                },
-            );
-            next.live.insert(path.clone(), *ino);
-            next.durable.insert(path.clone(), *ino);
+        Self {
+            state: Arc::new(Mutex::new(after_crash(&s, keep))),
         }
+    }
+
+    /// The power goes off: returns what a power loss leaves (as [`SimFs::crash`]) and, in the
+    /// same instant, turns this file system off — every later operation on it or on a file
+    /// opened from it fails. A running process keeps its handles but can neither read, write
+    /// nor sync again, so every sync it saw complete is in the returned image.
+    #[must_use]
+    pub fn cut_power(&self) -> Self {
+        self.cut_power_keeping(|_, _| 0)
+    }
+
+    /// [`SimFs::cut_power`] with a torn write: `keep` as in [`SimFs::crash_keeping`].
+    #[must_use]
+    pub fn cut_power_keeping(&self, keep: impl FnMut(&Path, usize) -> usize) -> Self {
+        let mut s = lock(&self.state);
+        s.powered_off = true;
+        let mut next = after_crash(&s, keep);
+        next.powered_off = false;
         Self {
             state: Arc::new(Mutex::new(next)),
         }
@@ -145,6 +190,7 @@ impl SimFs {
             dirs: s.dirs.clone(),
             locks: BTreeSet::new(),
             syncs: 0,
+            powered_off: s.powered_off,
         };
         Self {
             state: Arc::new(Mutex::new(next)),
@@ -183,7 +229,7 @@ impl SimFs {
 
 impl Vfs for SimFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = powered(&self.state)?;
         for a in path.ancestors() {
             s.dirs.insert(a.to_path_buf());
         }
@@ -191,7 +237,7 @@ impl Vfs for SimFs {
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VFile>> {
-        let mut s = lock(&self.state);
+        let mut s = powered(&self.state)?;
         let ino = match (mode, s.live.get(path).copied()) {
             (OpenMode::CreateNew, Some(_)) => {
                 return Err(io::Error::new(
@@ -222,7 +268,7 @@ impl Vfs for SimFs {
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        let s = lock(&self.state);
+        let s = powered(&self.state)?;
         if !s.dirs.contains(path) {
             return Err(not_found(path));
         }
@@ -234,7 +280,7 @@ impl Vfs for SimFs {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = powered(&self.state)?;
         s.live
             .remove(path)
             .map(|_| ())
@@ -242,14 +288,14 @@ impl Vfs for SimFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = powered(&self.state)?;
         let ino = s.live.remove(from).ok_or_else(|| not_found(from))?;
         s.live.insert(to.to_path_buf(), ino);
         Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = powered(&self.state)?;
         let in_dir = |p: &PathBuf| p.parent() == Some(path);
         let live: Vec<(PathBuf, u64)> = s
             .live
@@ -272,7 +318,7 @@ impl Vfs for SimFs {
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
-        let mut s = lock(&self.state);
+        let mut s = powered(&self.state)?;
         if !s.locks.insert(path.to_path_buf()) {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "lock held"));
         }
@@ -313,7 +359,7 @@ struct SimFile {
 
 impl SimFile {
     fn with<T>(&self, f: impl FnOnce(&mut Inode) -> io::Result<T>) -> io::Result<T> {
-        let mut s = lock(&self.state);
+        let mut s = powered(&self.state)?;
         let inode = s
             .inodes
             .get_mut(&self.ino)
@@ -365,12 +411,14 @@ impl VFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.check_writable()?;
-        self.with(|i| {
-            i.durable.clone_from(&i.live);
-            i.dirty = None;
-            Ok(())
-        })?;
-        lock(&self.state).syncs += 1;
+        let mut s = powered(&self.state)?;
+        s.syncs += 1;
+        let inode = s
+            .inodes
+            .get_mut(&self.ino)
+            .ok_or_else(|| not_found(&self.path))?;
+        inode.durable.clone_from(&inode.live);
+        inode.dirty = None;
         Ok(())
     }
 
@@ -426,6 +474,35 @@ mod tests {
             torn.read_live(Path::new("/d/a")).as_deref(),
             Some(&b"hello wo"[..])
         );
+    }
+
+    #[test]
+    fn after_the_power_cut_nothing_completes_and_the_image_has_every_completed_sync() {
+        let fs = SimFs::new();
+        fs.create_dir_all(Path::new("/d")).expect("mkdir");
+        let a = fs
+            .open(Path::new("/d/a"), OpenMode::CreateNew)
+            .expect("create");
+        fs.sync_dir(Path::new("/d")).expect("sync dir");
+        a.write_all_at(b"synced", 0).expect("write");
+        a.sync_data().expect("sync");
+        a.write_all_at(b" lost", 6).expect("write");
+        let after = fs.cut_power();
+        assert!(a.sync_data().is_err(), "a sync after the cut completes");
+        assert!(a.write_all_at(b"x", 0).is_err());
+        assert!(a.read_at(&mut [0; 4], 0).is_err());
+        assert!(fs.open(Path::new("/d/a"), OpenMode::Read).is_err());
+        assert!(fs.sync_dir(Path::new("/d")).is_err());
+        assert_eq!(
+            after.read_live(Path::new("/d/a")).as_deref(),
+            Some(&b"synced"[..])
+        );
+        // The image is powered: a new process uses it.
+        let b = after
+            .open(Path::new("/d/a"), OpenMode::ReadWrite)
+            .expect("open");
+        b.write_all_at(b"!", 6).expect("write");
+        b.sync_data().expect("sync");
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub(crate) struct Writer {
     pub(crate) spare_requested: bool,
     /// A roll a full disk refused: the background thread's age roll waits until then.
     pub(crate) roll_retry_at: Option<Instant>,
+    /// The active segment as sealed by a roll a full disk refused: the next roll starts from
+    /// it instead of sealing the segment again.
+    pub(crate) sealed_full: Option<Arc<crate::segment::Sealed>>,
     /// Written records not yet covered by an fsync.
     pub(crate) unsynced: bool,
     /// When the unsynced records must be synced at the latest.
@@ -294,6 +297,7 @@ impl Log {
                 spare: None,
                 spare_requested: false,
                 roll_retry_at: None,
+                sealed_full: None,
                 unsynced: false,
                 sync_deadline: None,
             }),

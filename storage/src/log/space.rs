@@ -192,11 +192,15 @@ impl Shared {
         let next = w.active.next_offset;
         // Seal (sync, truncate, fsync) before the next segment exists: at no moment is there
         // a newer segment next to an unfinished older one.
-        let sealed = Arc::new(
-            w.active
-                .seal(self.fs.as_ref())
-                .map_err(CommitError::Fatal)?,
-        );
+        // A roll a full disk refused sealed the segment already.
+        let sealed = match w.sealed_full.take() {
+            Some(s) => s,
+            None => Arc::new(
+                w.active
+                    .seal(self.fs.as_ref())
+                    .map_err(CommitError::Fatal)?,
+            ),
+        };
         let capacity = self
             .config
             .next_segment_bytes(Some(sealed.len), SEGMENT_HEADER_LEN as u64 + need);
@@ -214,6 +218,7 @@ impl Shared {
             Ok(active) => w.active = active,
             Err(e) => {
                 w.active.capacity = w.active.write_pos;
+                w.sealed_full = Some(sealed);
                 w.roll_retry_at = Some(Instant::now() + ROLL_RETRY);
                 let e = CommitError::classify(e);
                 if let CommitError::Refused { error, .. } = &e {

@@ -229,19 +229,15 @@ impl Active {
             capacity,
         );
         match made {
-            Ok((file, idx_file)) => {
-                let mut a = Self::from_parts(
-                    file,
-                    idx_file,
-                    path,
-                    index_path,
-                    cfg,
-                    base_offset,
-                    created_ms,
-                );
-                a.capacity = capacity;
-                Ok(a)
-            }
+            Ok((file, idx_file)) => Ok(Self::from_parts(
+                file,
+                idx_file,
+                dir,
+                cfg,
+                base_offset,
+                created_ms,
+                capacity,
+            )),
             Err(e) => {
                 if let Some(s) = &spare {
                     remove_quietly(fs, &s.path);
@@ -359,26 +355,28 @@ impl Active {
         }
     }
 
+    /// The active segment `base_offset` of `dir`, empty (just its header), `capacity` bytes
+    /// preallocated or allowed.
     fn from_parts(
         file: Arc<dyn VFile>,
         idx_file: Arc<dyn VFile>,
-        path: PathBuf,
-        index_path: PathBuf,
+        dir: &Path,
         cfg: &LogConfig,
         base_offset: u64,
         created_ms: u64,
+        capacity: u64,
     ) -> Self {
         Self {
             shared: Arc::new(ActiveShared {
                 base_offset,
                 file,
-                path,
+                path: dir.join(segment_file_name(base_offset)),
                 index: Mutex::new(Vec::new()),
             }),
             idx_file,
-            index_path,
+            index_path: dir.join(index_file_name(base_offset)),
             created_ms,
-            capacity: cfg.segment_bytes,
+            capacity,
             write_pos: SEGMENT_HEADER_LEN as u64,
             next_offset: base_offset,
             last_timestamp: 0,
@@ -403,7 +401,6 @@ impl Active {
         index_ok: bool,
         file_len: u64,
     ) -> Result<Self> {
-        let path = dir.join(segment_file_name(header.base_offset));
         let index_path = dir.join(index_file_name(header.base_offset));
         let idx_file = if index_ok {
             fs.open(&index_path, OpenMode::ReadWrite)
@@ -418,20 +415,20 @@ impl Active {
                 .map_err(|e| Error::io(IoOp::SyncDir, dir, e))?;
             f
         };
-        let mut a = Self::from_parts(
-            file,
-            idx_file,
-            path,
-            index_path,
-            cfg,
-            header.base_offset,
-            header.created_ms,
-        );
-        a.capacity = match cfg.preallocate {
+        let capacity = match cfg.preallocate {
             // The preallocated length (segments start small and grow, so it is the file's).
             Preallocate::ZeroFill => file_len.max(scan.end as u64),
             Preallocate::None => cfg.segment_bytes.max(scan.end as u64),
         };
+        let mut a = Self::from_parts(
+            file,
+            idx_file,
+            dir,
+            cfg,
+            header.base_offset,
+            header.created_ms,
+            capacity,
+        );
         a.write_pos = scan.end as u64;
         a.next_offset = scan.next_offset;
         a.last_timestamp = scan.last_timestamp;
