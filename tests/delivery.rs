@@ -649,13 +649,26 @@ fn a_parked_message_survives_a_failed_delivery_state_write() {
     rx.wait_for(10, "the undelayed message", |h| {
         h.iter().any(|x| x.message_id == now)
     });
-    let h = rx.wait_for(15, "the parked message, after its delay", |h| {
-        h.iter().any(|x| x.message_id == parked)
-    });
-    let at = h.iter().find(|x| x.message_id == parked).unwrap().at_ms;
-    assert!(at >= t0 + 3000, "delivered {} ms after the write", at - t0);
-    wait_status(&s, &parked, "delivered", 5);
+    delivered_after(
+        &rx,
+        &s,
+        &parked,
+        t0 + 3000,
+        "the parked message, after its delay",
+    );
     s.stop();
+}
+
+/// Waits for `id` to reach the receiver, not before `not_before`, and be `delivered`.
+fn delivered_after(rx: &Receiver, s: &Server, id: &str, not_before: u64, what: &str) {
+    let h = rx.wait_for(15, what, |h| h.iter().any(|x| x.message_id == id));
+    let at = h.iter().find(|x| x.message_id == id).unwrap().at_ms;
+    assert!(
+        at >= not_before,
+        "{what}: delivered {} ms early",
+        not_before - at
+    );
+    wait_status(s, id, "delivered", 5);
 }
 
 /// A parked message whose record cannot be read for a while (the disk fails reads) stays
@@ -691,12 +704,13 @@ fn a_parked_message_survives_failed_reads_of_its_record() {
     assert!(fault.injected() > 0, "reads were attempted and failed");
     assert!(rx.hits_of(&parked).is_empty());
     fault.disarm();
-    let h = rx.wait_for(15, "the parked message, once reads work again", |h| {
-        h.iter().any(|x| x.message_id == parked)
-    });
-    let at = h.iter().find(|x| x.message_id == parked).unwrap().at_ms;
-    assert!(at >= t0 + 3000, "delivered {} ms after the write", at - t0);
-    wait_status(&s, &parked, "delivered", 5);
+    delivered_after(
+        &rx,
+        &s,
+        &parked,
+        t0 + 3000,
+        "the parked message, once reads work again",
+    );
     s.stop();
 }
 

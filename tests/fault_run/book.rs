@@ -76,6 +76,8 @@ pub struct Mix {
     /// Also write to the namespaces of the real targets: `cache` (Redis), `db` (PostgreSQL)
     /// and `shop` (transactions over both), a tenth each of the messages not for `dead`.
     pub targets: bool,
+    /// Also write to `stream` (mirrored to Kafka): a tenth of the messages not for `dead`.
+    pub kafka: bool,
 }
 
 impl Mix {
@@ -87,13 +89,12 @@ impl Mix {
         if self.lossy && rng.below(5) == 0 {
             return LOSSY;
         }
-        if self.targets {
-            match rng.below(10) {
-                0 => return "cache",
-                1 => return "db",
-                2 => return "shop",
-                _ => {}
-            }
+        match rng.below(10) {
+            0 if self.targets => return "cache",
+            1 if self.targets => return "db",
+            2 if self.targets => return "shop",
+            3 if self.kafka => return "stream",
+            _ => {}
         }
         "main"
     }

@@ -27,42 +27,35 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -
     )
 }
 
+/// A namespace's document.
+pub fn spec(name: &str, targets: Value, retry: Value, partitions: u64, durability: &str) -> Value {
+    json!({
+        "name": name,
+        "durability": durability,
+        "shardConfig": {"partitionCount": partitions},
+        "retryPolicy": retry,
+        "targetConfigs": targets,
+    })
+}
+
 /// The namespaces of a run: `main` (4 partitions, its webhook fails each message's first
 /// attempt), `dead` (its webhook down: every message ends in the DLQ), when `lossy` `quick`
-/// (durability `batch`, 2 partitions, a webhook that answers 200), and with `targets` the
-/// namespaces of the real servers (crate::targets).
-pub fn create_namespaces(
-    addr: SocketAddr,
-    rx: &Receiver,
-    lossy: bool,
-    targets: Option<&crate::targets::Targets>,
-) {
+/// (durability `batch`, 2 partitions, a webhook that answers 200), and `more` (the real
+/// servers' namespaces: crate::targets, crate::kafka).
+pub fn create_namespaces(addr: SocketAddr, rx: &Receiver, lossy: bool, more: Vec<Value>) {
     let hook = |url: String| json!([{"type": "webhook", "identifier": "h", "config": {"url": url, "timeoutMs": 2000}}]);
     let retry = |attempts: u32| json!({"maxAttempts": attempts, "backoffStrategy": "constant", "initialDelayMs": 150, "maxDelayMs": 1000, "jitterMs": 0});
     let mut list = vec![
-        ("main", hook(rx.url("fail-first/1")), retry(6), 4, "sync"),
-        ("dead", hook(rx.url("down")), retry(2), 1, "sync"),
+        spec("main", hook(rx.url("fail-first/1")), retry(6), 4, "sync"),
+        spec("dead", hook(rx.url("down")), retry(2), 1, "sync"),
     ];
     if lossy {
-        list.push((LOSSY, hook(rx.url("ok")), retry(3), 2, "batch"));
+        list.push(spec(LOSSY, hook(rx.url("ok")), retry(3), 2, "batch"));
     }
-    if let Some(t) = targets {
-        list.extend(t.namespaces());
-    }
-    for (name, target_configs, retry_policy, partitions, durability) in list {
-        let r = admin(
-            addr,
-            "POST",
-            "/api/v1/namespaces",
-            Some(&json!({
-                "name": name,
-                "durability": durability,
-                "shardConfig": {"partitionCount": partitions},
-                "retryPolicy": retry_policy,
-                "targetConfigs": target_configs,
-            })),
-        );
-        assert_eq!(r.status, 201, "{name}: {}", r.text());
+    list.extend(more);
+    for doc in list {
+        let r = admin(addr, "POST", "/api/v1/namespaces", Some(&doc));
+        assert_eq!(r.status, 201, "{}: {}", doc["name"], r.text());
     }
 }
 
@@ -142,8 +135,10 @@ fn state_of(addr: SocketAddr, id: &str) -> String {
     format!("{id}: {} {j}", r.status)
 }
 
+/// Waits until every one of `ids` was delivered: up to 300 s, and a second more for every 200
+/// (a long run's replay-all is paced by `replay_rate_per_sec`, 2,000 here).
 fn wait_delivered(addr: SocketAddr, rx: &Receiver, ids: &HashSet<&str>, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(300 + ids.len() as u64 / 200);
     loop {
         let ok = ok_ids(rx);
         let missing: Vec<&str> = ids

@@ -6,7 +6,10 @@
 //!   `wald serve` process in the middle of the load; a disk that fills up (in process,
 //!   `FaultFs::set_free_space`: writes that grow a file take space, what does not fit fails
 //!   with ENOSPC after writing what fits) and frees again; EIO on an fsync (in process,
-//!   `FaultFs`: the partition is poisoned, then the server is restarted);
+//!   `FaultFs`: the partition is poisoned, then the server is restarted); and, in some cycles
+//!   besides, a real Redis SIGKILLed, a real PostgreSQL shut down, or the Kafka broker taken
+//!   down, each brought back (targets.rs, kafka.rs) — with namespaces delivering to them,
+//!   transactions over both, and a Kafka mirror;
 //! - **the power-loss run** (`power::a_power_loss_run_keeps_every_promise`): the logs on the
 //!   crash-simulating file system, the power cut in the middle of the load
 //!   (`SimFs::cut_power`: what was not synced is gone, nothing completes after the cut), the
@@ -26,7 +29,9 @@
 //! end: every key is in the logs exactly once and every acknowledged (namespace, partition,
 //! offset) holds that message (offsets never reused); every message is delivered at least
 //! once — the dead namespace's after a DLQ replay-all — and no delivery attempt came before
-//! the message's delay.
+//! the message's delay; every message of the real targets' namespaces took effect in its
+//! server (the Redis key, the PostgreSQL row, the transaction `completed` with both) and
+//! every mirrored one is in the Kafka topic.
 //!
 //! `WALD_FAULT_RUN_CYCLES` (default 6, as CI runs it), `WALD_POWER_RUN_CYCLES` (default 6)
 //! and `WALD_FAULT_RUN_SEED`; the figures are printed at the end (docs/DURABILITY.md has the
@@ -41,36 +46,26 @@ mod servers;
 
 mod book;
 mod end;
+#[cfg(feature = "mirror-kafka")]
+mod kafka;
 mod power;
+mod run;
 mod targets;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use book::{check_acks, load, Book, Mix, Rng};
+use book::{check_acks, load, Mix};
 use common::{Server, ADMIN};
-use receiver::Receiver;
+use run::Run;
 use wald_storage::io::{FaultFs, FaultKind, FaultOp, FaultPlan, StdFs, Vfs};
 
 const SEGMENT: u64 = 64 << 10;
 const FIRST_SEGMENT: u64 = 64 << 10;
-
-/// A number from the environment, or `default`.
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn seed() -> u64 {
-    env_u64("WALD_FAULT_RUN_SEED", 0x5EED_0F_FA17)
-}
 
 enum Instance {
     Process(Child, SocketAddr),
@@ -89,7 +84,7 @@ impl Instance {
 fn config_toml() -> String {
     format!(
         "[storage]\nsegment_bytes = {SEGMENT}\nfirst_segment_bytes = {FIRST_SEGMENT}\nmax_record_bytes = 32768\n\
-         [delivery]\npark_after_ms = 1000\n"
+         [delivery]\npark_after_ms = 1000\nreplay_rate_per_sec = 2000\n"
     )
 }
 
@@ -100,6 +95,7 @@ fn in_process(dir: &Path, fs: Arc<dyn Vfs>) -> Server {
     c.storage.first_segment_bytes = FIRST_SEGMENT;
     c.storage.max_record_bytes = 32768;
     c.delivery.park_after_ms = 1000;
+    c.delivery.replay_rate_per_sec = 2000;
     Server::start_with(c, fs)
 }
 
@@ -116,101 +112,56 @@ fn stop_writers(stop: &AtomicBool, writers: Vec<std::thread::JoinHandle<()>>) {
     }
 }
 
-fn progress(cycle: u64, cycles: u64, book: &Mutex<Book>, kinds: &HashMap<&str, u64>, t: Instant) {
-    if cycle % 50 == 49 {
-        let b = book.lock().unwrap();
-        eprintln!(
-            "fault run: cycle {}/{cycles}, {} acknowledged, {} pending, {kinds:?}, {:.0} s",
-            cycle + 1,
-            b.acks.len(),
-            b.pending.len(),
-            t.elapsed().as_secs_f64()
-        );
-    }
-}
-
-/// The last line of a run.
-fn report(
-    run: &str,
-    cycles: u64,
-    kinds: &HashMap<&str, u64>,
-    started: Instant,
-    book: &Mutex<Book>,
-    s: &end::Summary,
-    restart_ms: &mut [u64],
-) {
-    let b = book.lock().unwrap();
-    restart_ms.sort_unstable();
-    eprintln!(
-        "{run}: {cycles} cycles ({kinds:?}) in {:.0} s, seed {}: {} messages acknowledged \
-         ({:?}; dead→DLQ→replayed), {} batch acknowledgements taken back by a power loss and \
-         sent again, {} read back by id, {} keys sent again and answered with their first id, \
-         {} writes refused for a full disk, {} for other faults, {} delivery attempts ({} \
-         successful deliveries, {} duplicates), 0 early, 0 lost, 0 appended twice, 0 offsets \
-         reused; start p50 {} ms, max {} ms",
-        started.elapsed().as_secs_f64(),
-        seed(),
-        s.acks,
-        s.by_ns,
-        b.lost_ids.len(),
-        s.checked,
-        b.duplicates_checked,
-        b.refused_disk_full,
-        b.refused_other,
-        s.hits,
-        s.delivered,
-        s.duplicates,
-        restart_ms[restart_ms.len() / 2],
-        restart_ms.last().copied().unwrap_or(0),
-    );
-}
-
 #[test]
 fn a_long_fault_run_keeps_every_promise() {
-    let cycles = env_u64("WALD_FAULT_RUN_CYCLES", 6);
-    let seed = seed();
-    let started = Instant::now();
-    let rx = Receiver::start();
-    rx.shared.down.store(true, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let book = Arc::new(Mutex::new(Book::default()));
-    let mut rng = Rng(seed | 1);
-    let mut kinds: HashMap<&str, u64> = HashMap::new();
-    let mut checked = 0usize;
-    let mut restart_ms: Vec<u64> = Vec::new();
+    let mut run = Run::new("fault run", "WALD_FAULT_RUN_CYCLES", 0);
     let mix = Mix {
         lossy: false,
         targets: true,
+        kafka: cfg!(feature = "mirror-kafka"),
     };
     let mut targets = targets::Targets::start();
-    for cycle in 0..cycles {
-        let kind = match (cycle, rng.below(4)) {
+    #[cfg(feature = "mirror-kafka")]
+    let mut broker = kafka::Broker::start();
+    let dir = run.dir.path().to_path_buf();
+    for cycle in 0..run.cycles {
+        let kind = match (cycle, run.rng.below(4)) {
             (0, _) | (_, 0 | 1) => "sigkill",
             (_, 2) => "disk-full",
             _ => "eio",
         };
-        *kinds.entry(kind).or_default() += 1;
+        run.count(kind);
         let fault = FaultFs::new(Arc::new(StdFs));
         let t0 = Instant::now();
         let inst = if kind == "sigkill" {
-            process(dir.path())
+            process(&dir)
         } else {
-            Instance::InProcess(in_process(dir.path(), Arc::new(fault.clone())))
+            Instance::InProcess(in_process(&dir, Arc::new(fault.clone())))
         };
-        restart_ms.push(u64::try_from(t0.elapsed().as_millis()).unwrap());
+        run.restart_ms
+            .push(u64::try_from(t0.elapsed().as_millis()).unwrap());
         let addr = inst.addr();
         if cycle == 0 {
-            end::create_namespaces(addr, &rx, mix.lossy, Some(&targets));
+            #[allow(unused_mut)]
+            let mut more = targets.namespaces();
+            #[cfg(feature = "mirror-kafka")]
+            more.push(broker.namespace());
+            end::create_namespaces(addr, &run.rx, mix.lossy, more);
         } else {
-            checked += check_acks(addr, &book, &mut rng, 20);
+            run.checked += check_acks(addr, &run.book, &mut run.rng, 20);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let writers = load(addr, &book, cycle, seed, mix, &stop);
-        std::thread::sleep(Duration::from_millis(100 + rng.below(300)));
-        if let Some(what) = targets.disrupt(&mut rng) {
-            *kinds.entry(what).or_default() += 1;
+        let writers = load(addr, &run.book, cycle, run.seed, mix, &stop);
+        std::thread::sleep(Duration::from_millis(100 + run.rng.below(300)));
+        if let Some(what) = targets.disrupt(&mut run.rng) {
+            run.count(what);
         }
-        std::thread::sleep(Duration::from_millis(100 + rng.below(300)));
+        #[cfg(feature = "mirror-kafka")]
+        if let Some(what) = broker.disrupt(&mut run.rng) {
+            run.count(what);
+        }
+        std::thread::sleep(Duration::from_millis(100 + run.rng.below(300)));
+        let rng = &mut run.rng;
         match kind {
             "disk-full" => {
                 fault.set_free_space(Some(rng.below(3) * 40_000));
@@ -241,43 +192,42 @@ fn a_long_fault_run_keeps_every_promise() {
                 server.stop();
             }
         }
-        progress(cycle, cycles, &book, &kinds, started);
+        run.progress(cycle);
     }
 
     // The end: a clean server; everything still pending sent until acknowledged.
-    let p = process(dir.path());
-    let mut summary = end::finish(
+    let p = process(&dir);
+    let summary = end::finish(
         p.addr(),
-        &book,
-        &rx,
-        &mut rng,
+        &run.book,
+        &run.rx,
+        &mut run.rng,
         &[
             ("main", 4),
             ("dead", 1),
             ("cache", 2),
             ("db", 2),
             ("shop", 2),
+            ("stream", 2),
         ],
     );
-    summary.checked += checked;
-    let acks: Vec<book::Ack> = book.lock().unwrap().acks.values().cloned().collect();
+    let acks: Vec<book::Ack> = run.book.lock().unwrap().acks.values().cloned().collect();
     let in_targets = targets.check(p.addr(), &acks);
+    #[cfg(feature = "mirror-kafka")]
+    let in_kafka = broker.check(&acks);
+    #[cfg(not(feature = "mirror-kafka"))]
+    let in_kafka = 0;
     if let Instance::Process(mut child, _) = p {
         let _ = child.kill();
         let _ = child.wait();
     }
-    report(
-        "fault run",
-        cycles,
-        &kinds,
-        started,
-        &book,
-        &summary,
-        &mut restart_ms,
-    );
+    run.report(&summary);
     eprintln!(
         "fault run: {in_targets} messages and transactions found applied in Redis and \
-         PostgreSQL (Redis SIGKILLed {} times, PostgreSQL shut down {} times, under load)",
-        targets.redis_kills, targets.pg_stops
+         PostgreSQL (Redis SIGKILLed {} times, PostgreSQL shut down {} times, under load); \
+         {in_kafka} mirrored messages found in Kafka (the broker down {} times)",
+        targets.redis_kills,
+        targets.pg_stops,
+        run.kinds.get("kafka-down").copied().unwrap_or(0)
     );
 }

@@ -10,53 +10,51 @@
 //! (docs/DURABILITY.md, "When a log lost its tail"). The state store's own power loss is
 //! RocksDB's matter (its synced writes are the ones this service relies on).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wald_storage::io::SimFs;
 
-use crate::book::{check_acks, load, Book, Mix, Rng, LOSSY};
-use crate::receiver::Receiver;
-use crate::{end, env_u64, in_process, progress, report, seed, stop_writers};
+use crate::book::{check_acks, load, Mix, Rng, LOSSY};
+use crate::run::Run;
+use crate::{end, in_process, stop_writers};
 
 #[test]
 fn a_power_loss_run_keeps_every_promise() {
-    let cycles = env_u64("WALD_POWER_RUN_CYCLES", 6);
-    let seed = seed() ^ 0x0070_7765_72;
-    let started = Instant::now();
-    let rx = Receiver::start();
-    rx.shared.down.store(true, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let book = Arc::new(Mutex::new(Book::default()));
-    let mut rng = Rng(seed | 1);
-    let mut kinds: HashMap<&str, u64> = HashMap::new();
-    let mut checked = 0usize;
-    let mut restart_ms: Vec<u64> = Vec::new();
+    let mut run = Run::new("power-loss run", "WALD_POWER_RUN_CYCLES", 0x0070_7765_72);
     let mix = Mix {
         lossy: true,
         targets: false,
+        kafka: false,
     };
+    let dir = run.dir.path().to_path_buf();
     let mut sim = SimFs::new();
-    for cycle in 0..cycles {
-        let torn = rng.below(2) == 0;
-        let kind = if torn { "power-torn" } else { "power" };
-        *kinds.entry(kind).or_default() += 1;
+    for cycle in 0..run.cycles {
+        let torn = run.rng.below(2) == 0;
+        run.count(if torn { "power-torn" } else { "power" });
         let t0 = Instant::now();
-        let server = in_process(dir.path(), Arc::new(sim.clone()));
-        restart_ms.push(u64::try_from(t0.elapsed().as_millis()).unwrap());
+        let server = in_process(&dir, Arc::new(sim.clone()));
+        run.restart_ms
+            .push(u64::try_from(t0.elapsed().as_millis()).unwrap());
         let addr = server.addr;
         if cycle == 0 {
-            end::create_namespaces(addr, &rx, mix.lossy, None);
+            end::create_namespaces(addr, &run.rx, mix.lossy, Vec::new());
         } else {
-            checked += check_acks(addr, &book, &mut rng, 20);
+            run.checked += check_acks(addr, &run.book, &mut run.rng, 20);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let writers = load(addr, &book, cycle, seed, mix, &stop);
-        std::thread::sleep(Duration::from_millis(200 + rng.below(800)));
+        let writers = load(
+            addr,
+            &run.book,
+            cycle,
+            run.seed ^ 0x0070_7765_72,
+            mix,
+            &stop,
+        );
+        std::thread::sleep(Duration::from_millis(200 + run.rng.below(800)));
         let after = if torn {
-            let mut tear = Rng(rng.next() | 1);
+            let mut tear = Rng(run.rng.next() | 1);
             sim.cut_power_keeping(|_, dirty| {
                 usize::try_from(tear.below(dirty as u64 + 1)).unwrap_or(0)
             })
@@ -68,26 +66,17 @@ fn a_power_loss_run_keeps_every_promise() {
         stop_writers(&stop, writers);
         server.stop();
         sim = after;
-        progress(cycle, cycles, &book, &kinds, started);
+        run.progress(cycle);
     }
 
-    let server = in_process(dir.path(), Arc::new(sim.clone()));
-    let mut summary = end::finish(
+    let server = in_process(&dir, Arc::new(sim.clone()));
+    let summary = end::finish(
         server.addr,
-        &book,
-        &rx,
-        &mut rng,
+        &run.book,
+        &run.rx,
+        &mut run.rng,
         &[("main", 4), ("dead", 1), (LOSSY, 2)],
     );
-    summary.checked += checked;
     server.stop();
-    report(
-        "power-loss run",
-        cycles,
-        &kinds,
-        started,
-        &book,
-        &summary,
-        &mut restart_ms,
-    );
+    run.report(&summary);
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::book::{Ack, Rng};
 use crate::common;
+use crate::end::spec;
 use crate::servers::{pg_client, redis_conn, PgServer, RedisServer};
 
 pub struct Targets {
@@ -53,9 +54,9 @@ impl Targets {
         }
     }
 
-    /// (name, targetConfigs, retryPolicy, partitions, durability) of the targets' namespaces.
-    /// Retries cover a server that is away for seconds: 10 attempts, 0.2 to 2 s apart (12 s).
-    pub fn namespaces(&self) -> Vec<(&'static str, Value, Value, u64, &'static str)> {
+    /// The documents of the targets' namespaces. Retries cover a server that is away for
+    /// seconds: 10 attempts, 0.2 to 2 s apart (12 s).
+    pub fn namespaces(&self) -> Vec<Value> {
         let redis = |id: &str, db: u8| {
             json!({"type": "cache", "identifier": id, "config": {"type": "redis",
                 "host": "127.0.0.1", "port": self.redis.port, "database": db, "timeoutMs": 1000}})
@@ -68,15 +69,15 @@ impl Targets {
         let retry = json!({"maxAttempts": 10, "backoffStrategy": "exponential",
             "initialDelayMs": 200, "maxDelayMs": 2000, "jitterMs": 0});
         vec![
-            (
+            spec(
                 "cache",
                 json!([redis("cache", CACHE_DB)]),
                 retry.clone(),
                 2,
                 "sync",
             ),
-            ("db", json!([pg("db", "rows_db")]), retry.clone(), 2, "sync"),
-            (
+            spec("db", json!([pg("db", "rows_db")]), retry.clone(), 2, "sync"),
+            spec(
                 "shop",
                 json!([pg("rows", "txrows"), redis("cache", SHOP_DB)]),
                 retry,
