@@ -329,6 +329,32 @@ pub fn check_acks(addr: SocketAddr, book: &Mutex<Book>, rng: &mut Rng, sample: u
             None,
         );
         if r.status == 404 && is_fresh && a.msg.ns == LOSSY {
+            // Taken back by the power cut only if the log's tail went with it: nothing may
+            // be left at its offset (no write has run since the restart).
+            let at = common::request(
+                addr,
+                "GET",
+                &format!(
+                    "/api/v1/wal/namespace/{LOSSY}/messages?partition={}&fromOffset={}&limit=1",
+                    a.partition, a.offset
+                ),
+                &[],
+                None,
+            );
+            let still_there = at.status == 200
+                && at.json()["messages"].as_array().is_some_and(|m| {
+                    m.first()
+                        .is_some_and(|m| m["offset"].as_u64() == Some(a.offset))
+                });
+            assert!(
+                !still_there,
+                "{} ({}) is not found by id, yet its offset {}/{} holds a record: {}",
+                a.id,
+                a.msg.key,
+                a.partition,
+                a.offset,
+                at.text()
+            );
             lost.push(a.clone());
             continue;
         }
